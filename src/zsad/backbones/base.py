@@ -1,0 +1,35 @@
+"""The interface every backbone implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+from zsad.backbones.text import TextEncoder
+from zsad.components import Component
+from zsad.structures import Features
+
+
+class Backbone(Component, nn.Module, ABC):
+    """A frozen vision-language model: images to :class:`~zsad.structures.Features`, plus a text encoder.
+
+    Backbones stay in eval mode and never train; their weights are never written to zsad checkpoints.
+    """
+
+    text: TextEncoder
+    image_size: tuple[int, int]
+    layers: tuple[int, ...]
+    embed_dim: int
+
+    @abstractmethod
+    def forward(self, images: Tensor) -> Features:
+        """Extract features from normalised ``[B, 3, H, W]`` images."""
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Keep the frozen backbone in eval mode whatever the trainer asks."""
+        return super().train(False)
+
+    def cache_key(self) -> dict:
+        """Everything that determines the features, for feature caches."""
+        return self.spec()

@@ -1,0 +1,147 @@
+"""LightningDataModules: auxiliary data trains the prompts, target categories are evaluated zero-shot."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L  # noqa: N812
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader
+
+from zsad.data.datasets.base import AnomalyDataset, SampleRecord
+from zsad.data.datasets.mvtec import mvtec_categories, mvtec_records
+from zsad.errors import ConfigError
+from zsad.registry import DATAMODULES
+
+
+class ZSADDataModule(L.LightningDataModule, ABC):
+    """Base datamodule: ``train`` serves the auxiliary records, ``test``/``validate``/``predict`` the targets.
+
+    Zero-shot evaluation does no model selection, so ``validate`` simply evaluates the targets too.
+
+    Args:
+        image_size: Square side images and masks are resized to; must equal the backbone's.
+        batch_size: Training batch size (8 in every reference method).
+        eval_batch_size: Evaluation batch size; defaults to ``batch_size``.
+        num_workers: DataLoader workers.
+        mask_threshold: Source mask values above this are anomalous.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 518,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        mask_threshold: int = 0,
+    ) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.mask_threshold = mask_threshold
+
+    @abstractmethod
+    def aux_records(self) -> list[SampleRecord]:
+        """Samples that train the prompts."""
+
+    @abstractmethod
+    def target_records(self) -> list[SampleRecord]:
+        """Samples evaluated zero-shot."""
+
+    def _loader(self, records: list[SampleRecord], batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = AnomalyDataset(records, self.image_size, self.mask_threshold)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled auxiliary samples."""
+        return self._loader(self.aux_records(), self.batch_size, shuffle=True)
+
+    def test_dataloader(self) -> DataLoader:
+        """Target samples in a fixed order."""
+        return self._loader(self.target_records(), self.eval_batch_size, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Targets for ``validate``; nothing while fitting, since zero-shot training does no model selection."""
+        if self.trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            return []
+        return self.test_dataloader()
+
+    predict_dataloader = test_dataloader
+
+
+@DATAMODULES.register("mvtec")
+class MVTecDataModule(ZSADDataModule):
+    """Any dataset in the MVTec AD layout; some categories train the prompts, others are evaluated.
+
+    Args:
+        root: Dataset root (holds one folder per category).
+        aux_categories: Categories whose ``aux_split`` trains the prompts; ``None`` for none.
+        target_categories: Categories evaluated on their ``test`` split; ``None`` for all.
+        aux_split: Split used as auxiliary data (by convention the test split, which has masks).
+        allow_overlap: Permit a category in both sets (leaks the test data into training; off by default).
+        dataset_name: Name written into results.
+        image_size: See :class:`ZSADDataModule`.
+        batch_size: See :class:`ZSADDataModule`.
+        eval_batch_size: See :class:`ZSADDataModule`.
+        num_workers: See :class:`ZSADDataModule`.
+        mask_threshold: See :class:`ZSADDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        aux_categories: Sequence[str] | None = None,
+        target_categories: Sequence[str] | None = None,
+        aux_split: str = "test",
+        allow_overlap: bool = False,
+        dataset_name: str = "mvtec",
+        image_size: int = 518,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        mask_threshold: int = 0,
+    ) -> None:
+        super().__init__(image_size, batch_size, eval_batch_size, num_workers, mask_threshold)
+        self.root = Path(root)
+        self.aux_categories = list(aux_categories or [])
+        self.target_categories = list(target_categories) if target_categories is not None else None
+        self.aux_split = aux_split
+        self.allow_overlap = allow_overlap
+        self.dataset_name = dataset_name
+
+    def targets(self) -> list[str]:
+        """Target categories (all categories on disk when not configured)."""
+        return self.target_categories if self.target_categories is not None else mvtec_categories(self.root)
+
+    def check_overlap(self) -> None:
+        """Refuse auxiliary categories that are also targets, unless ``allow_overlap``."""
+        shared = sorted(set(self.aux_categories) & set(self.targets()))
+        if shared and not self.allow_overlap:
+            raise ConfigError(
+                f"Categories {shared} of '{self.root}' are both auxiliary (training) and target (test) data, "
+                f"which leaks test images into training. Remove them from one list, or set allow_overlap: true."
+            )
+
+    def aux_records(self) -> list[SampleRecord]:
+        """Auxiliary samples (``aux_split`` of ``aux_categories``)."""
+        self.check_overlap()
+        return [
+            r
+            for c in self.aux_categories
+            for r in mvtec_records(self.root, c, self.aux_split, dataset=self.dataset_name)
+        ]
+
+    def target_records(self) -> list[SampleRecord]:
+        """Target samples (``test`` split of every target category)."""
+        self.check_overlap()
+        return [r for c in self.targets() for r in mvtec_records(self.root, c, "test", dataset=self.dataset_name)]

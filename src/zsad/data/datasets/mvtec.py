@@ -1,0 +1,85 @@
+"""The MVTec AD folder layout, which several benchmarks and zsad's synthetic data share.
+
+::
+
+    <root>/<category>/train/good/*.png
+    <root>/<category>/test/good/*.png
+    <root>/<category>/test/<defect>/<id>.png
+    <root>/<category>/ground_truth/<defect>/<id>_mask.png
+
+Download: https://www.mvtec.com/company/research/datasets/mvtec-ad (CC BY-NC-SA 4.0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zsad.data.datasets.base import NORMAL, SampleRecord
+from zsad.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+LAYOUT = "<root>/<category>/{train,test}/<good|defect>/<image> with masks in <root>/<category>/ground_truth/<defect>/<id>_mask.png"
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def mvtec_categories(root: str | Path) -> list[str]:
+    """Category folders under ``root``.
+
+    Raises:
+        DataError: If ``root`` does not exist or holds no category.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"Dataset root '{root}' does not exist. Expected the MVTec AD layout: {LAYOUT}.")
+    categories = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "test").is_dir())
+    if not categories:
+        raise DataError(f"No category with a test/ folder under '{root}'. Expected the MVTec AD layout: {LAYOUT}.")
+    return categories
+
+
+def mask_path_for(category_dir: Path, defect: str, image: Path) -> Path | None:
+    """The ground-truth mask of an anomalous image, if present (any image suffix)."""
+    folder = category_dir / "ground_truth" / defect
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{image.stem}_mask{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def mvtec_records(
+    root: str | Path, category: str, split: str = "test", dataset: str = "mvtec", require_masks: bool = True
+) -> list[SampleRecord]:
+    """All samples of one category and split.
+
+    Raises:
+        DataError: Unknown category (lists the valid ones), missing split folder, empty category, or an anomalous
+            image without a mask when ``require_masks``.
+    """
+    root = Path(root)
+    valid = mvtec_categories(root)
+    if category not in valid:
+        raise DataError(f"Unknown category '{category}' in '{root}'. Valid categories: {', '.join(valid)}.")
+    split_dir = root / category / split
+    if not split_dir.is_dir():
+        raise DataError(f"'{split_dir}' does not exist. Expected the MVTec AD layout: {LAYOUT}.")
+    records = []
+    for defect_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        defect = defect_dir.name
+        for image in list_images(defect_dir):
+            mask = None if defect == NORMAL else mask_path_for(root / category, defect, image)
+            if defect != NORMAL and mask is None and require_masks:
+                raise DataError(
+                    f"Anomalous image '{image}' has no mask at "
+                    f"'{root / category / 'ground_truth' / defect / (image.stem + '_mask.png')}'. "
+                    f"Add the mask, or load the dataset with require_masks=False for image-level metrics only."
+                )
+            label = 0 if defect == NORMAL else 1
+            records.append(SampleRecord(image, label, category, defect, mask, dataset))
+    if not records:
+        raise DataError(f"Category '{category}' has no images under '{split_dir}'.")
+    return records

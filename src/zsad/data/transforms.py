@@ -1,0 +1,103 @@
+"""The one place where images and masks are preprocessed (methods.md §1).
+
+Images: square resize to the evaluation size with bicubic interpolation (no aspect preservation), scaling to
+[0, 1], OpenAI CLIP normalisation. Masks: binarised at the source (any value above ``mask_threshold``), resized
+bilinearly, then thresholded at 0.5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF  # noqa: N812
+
+from zsad.errors import DataError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image of any mode (L, P, RGBA, CMYK, 16-bit) as 8-bit RGB.
+
+    Raises:
+        DataError: If the file is missing, truncated or not an image; the message names the file.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                array = np.asarray(image, dtype=np.float64)
+                span = float(array.max() - array.min()) or 1.0
+                image = Image.fromarray(((array - array.min()) / span * 255.0).astype(np.uint8))
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                image = image.convert("RGBA")
+                background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+                image = Image.alpha_composite(background, image)
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"Cannot read image '{path}': {error}. Replace or remove the file.") from error
+
+
+def load_mask(path: str | Path, threshold: int = 0) -> Image.Image:
+    """Open a mask as a 0/255 L-mode image; pixels above ``threshold`` are anomalous.
+
+    Use ``threshold=0`` for PNG masks (MVTec 3D-AD uses 253/254/255) and 127 for JPEG masks (Kvasir-SEG).
+    """
+    try:
+        with Image.open(path) as mask:
+            values = np.asarray(mask.convert("L"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"Cannot read mask '{path}': {error}. Replace or remove the file.") from error
+    return Image.fromarray(((values > threshold) * 255).astype(np.uint8))
+
+
+class ImageTransform:
+    """Resize (bicubic by default), to tensor, normalise.
+
+    Args:
+        size: Output side in pixels.
+        interpolation: ``"bicubic"`` (reference) or ``"bilinear"``.
+        mean: Normalisation mean (OpenAI CLIP by default).
+        std: Normalisation std.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        interpolation: str = "bicubic",
+        mean: tuple[float, float, float] = OPENAI_MEAN,
+        std: tuple[float, float, float] = OPENAI_STD,
+    ) -> None:
+        self.size = size
+        self.interpolation = InterpolationMode(interpolation)
+        self.mean = list(mean)
+        self.std = list(std)
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        """Transform a PIL RGB image to a normalised ``[3, size, size]`` tensor."""
+        image = TF.resize(image, [self.size, self.size], interpolation=self.interpolation)
+        return TF.normalize(TF.to_tensor(image), self.mean, self.std)
+
+    def denormalize(self, images: Tensor) -> Tensor:
+        """Undo the normalisation (for pictures): ``[..., 3, H, W]`` in [0, 1]."""
+        mean = torch.tensor(self.mean, device=images.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(3, 1, 1)
+        return (images * std + mean).clamp(0, 1)
+
+
+class MaskTransform:
+    """Resize a 0/255 mask bilinearly and threshold at 0.5: ``[1, size, size]`` float tensor of 0/1."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, mask: Image.Image) -> Tensor:
+        """Transform a binary PIL mask."""
+        mask = TF.resize(mask, [self.size, self.size], interpolation=InterpolationMode.BILINEAR)
+        return (TF.to_tensor(mask) > 0.5).float()

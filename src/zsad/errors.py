@@ -1,0 +1,33 @@
+"""Error types that the command line turns into one clear message instead of a traceback."""
+
+from __future__ import annotations
+
+
+class ZSADError(Exception):
+    """Base class for every error that zsad raises on purpose.
+
+    The message always names the offending value (file, key, name) and says what to do about it.
+    """
+
+
+class ConfigError(ZSADError, ValueError):
+    """A configuration value is invalid: wrong range, wrong shape, incompatible with another value."""
+
+
+class UnknownComponentError(ZSADError, LookupError):
+    """A registry name is not registered."""
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message like a dict key
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsUnavailableError(ZSADError, RuntimeError):
+    """Pretrained weights could not be loaded (offline, missing file, unknown tag)."""
+
+
+class DataError(ZSADError, ValueError):
+    """A dataset on disk is missing, malformed or inconsistent."""
+
+
+class CheckpointError(ZSADError, RuntimeError):
+    """A checkpoint does not fit the model it is loaded into."""

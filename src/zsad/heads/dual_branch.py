@@ -1,0 +1,64 @@
+"""Image score from the global feature, pixel map from patch tokens (AnomalyCLIP, methods.md §3)."""
+
+from __future__ import annotations
+
+from zsad.errors import ConfigError
+from zsad.heads.base import ScoringHead
+from zsad.heads.maps import (
+    Aggregation,
+    UpsampleMode,
+    aggregate_layers,
+    anomaly_probability,
+    class_logits,
+    gaussian_smooth,
+    is_finite_positive,
+    patch_probabilities,
+)
+from zsad.registry import HEADS
+from zsad.structures import Features, Scores, TextFeatures
+
+
+@HEADS.register("dual_branch")
+class DualBranchHead(ScoringHead):
+    """Dual-branch scoring: softmax over (normal, anomaly) of the global feature and of every patch token.
+
+    Args:
+        temperature: Softmax temperature over cosine similarities (0.07 in AnomalyCLIP, CoPS, ViP2).
+        aggregation: How per-layer maps combine: ``"sum"`` (AnomalyCLIP) or ``"mean"``.
+        sigma: Gaussian smoothing of the final map at evaluation (AnomalyCLIP: 4); 0 disables it.
+        upsample: Interpolation from the patch grid to image size.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        aggregation: Aggregation = "sum",
+        sigma: float = 4.0,
+        upsample: UpsampleMode = "bilinear",
+    ) -> None:
+        super().__init__()
+        if not is_finite_positive(temperature):
+            raise ConfigError(f"temperature={temperature} must be a positive number.")
+        if sigma < 0:
+            raise ConfigError(f"sigma={sigma} must be >= 0 (0 disables smoothing).")
+        self.temperature = temperature
+        self.aggregation = aggregation
+        self.sigma = sigma
+        self.upsample = upsample
+
+    def forward(self, features: Features, text: TextFeatures, image_size: tuple[int, int]) -> Scores:
+        """Score a batch."""
+        image_logits = class_logits(features.global_embedding, text.embeddings, self.temperature)
+        layer_probs = tuple(
+            patch_probabilities(tokens, text.for_layer(i), self.temperature, features.grid, image_size, self.upsample)
+            for i, tokens in enumerate(features.dense_tokens)
+        )
+        anomaly_map = aggregate_layers([anomaly_probability(p) for p in layer_probs], self.aggregation)
+        if not self.training:
+            anomaly_map = gaussian_smooth(anomaly_map, self.sigma)
+        return Scores(
+            image_logits=image_logits,
+            image_score=anomaly_probability(image_logits.softmax(dim=-1)),
+            layer_probs=layer_probs,
+            anomaly_map=anomaly_map,
+        )

@@ -1,0 +1,69 @@
+"""Building blocks shared by scoring heads: patch-text probabilities, upsampling, aggregation, smoothing."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from einops import rearrange, reduce
+from torch import Tensor
+from torchvision.transforms.functional import gaussian_blur
+
+from zsad.structures import l2_normalize
+
+Aggregation = Literal["sum", "mean"]
+UpsampleMode = Literal["bilinear", "bicubic", "nearest"]
+
+
+def class_logits(embeddings: Tensor, text: Tensor, temperature: float) -> Tensor:
+    """Cosine similarity / temperature between ``[B, ..., D]`` features and ``[B or 1, C, D]`` text: ``[B, ..., C]``.
+
+    Computed in fp32 so that softmaxes over 1/0.07-scaled cosines stay accurate under mixed precision.
+    """
+    features = l2_normalize(embeddings.float())
+    text = l2_normalize(text.float())
+    if features.dim() == 2:
+        return torch.einsum("bd,bcd->bc", features, text.expand(features.shape[0], -1, -1)) / temperature
+    return torch.einsum("bnd,bcd->bnc", features, text.expand(features.shape[0], -1, -1)) / temperature
+
+
+def patch_probabilities(
+    tokens: Tensor, text: Tensor, temperature: float, grid: tuple[int, int], image_size: tuple[int, int], mode: str
+) -> Tensor:
+    """Per-patch class probabilities, upsampled: ``[B, C, H, W]``."""
+    probs = class_logits(tokens, text, temperature).softmax(dim=-1)
+    probs = rearrange(probs, "b (h w) c -> b c h w", h=grid[0], w=grid[1])
+    align = False if mode in ("bilinear", "bicubic") else None
+    return F.interpolate(probs, size=image_size, mode=mode, align_corners=align)
+
+
+def anomaly_probability(probs: Tensor) -> Tensor:
+    """Probability of "not normal" from ``[B, C, ...]`` class probabilities (class 0 is normal)."""
+    return 1.0 - probs[:, 0]
+
+
+def aggregate_layers(maps: list[Tensor], how: Aggregation) -> Tensor:
+    """Sum (AnomalyCLIP) or mean (ViP2) of per-layer maps."""
+    return reduce(torch.stack(maps), "layers ... -> ...", how)
+
+
+def gaussian_smooth(maps: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:
+    """Gaussian smoothing of ``[B, H, W]`` maps with scipy's default radius ``int(truncate * sigma + 0.5)``.
+
+    Borders use reflection without repeating the edge pixel (torch's ``reflect``); scipy's default repeats it.
+    The difference is confined to a band of about ``sigma`` pixels at the image border.
+    """
+    if sigma <= 0:
+        return maps
+    radius = int(truncate * sigma + 0.5)
+    radius = min(radius, min(maps.shape[-2:]) - 1)
+    kernel_size = 2 * radius + 1
+    smoothed = gaussian_blur(maps.unsqueeze(1).float(), kernel_size=[kernel_size, kernel_size], sigma=[sigma, sigma])
+    return smoothed.squeeze(1)
+
+
+def is_finite_positive(value: float) -> bool:
+    """Whether ``value`` is a finite positive number."""
+    return math.isfinite(value) and value > 0

@@ -1,0 +1,7 @@
+"""Training losses; each is a registered, weighted component."""
+
+from zsad.losses.base import Loss
+from zsad.losses.image import ImageCrossEntropy
+from zsad.losses.pixel import DiceLoss, FocalLoss
+
+__all__ = ["DiceLoss", "FocalLoss", "ImageCrossEntropy", "Loss"]

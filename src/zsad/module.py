@@ -1,0 +1,193 @@
+"""``ZSADModule``: backbone -> prompt synthesizer -> scoring head -> losses, as one LightningModule."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lightning as L  # noqa: N812
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from zsad import __version__
+from zsad.backbones.base import Backbone
+from zsad.components import build
+from zsad.errors import CheckpointError, ConfigError
+from zsad.heads.base import ScoringHead
+from zsad.losses.base import Loss
+from zsad.metrics.evaluator import Evaluator, Results
+from zsad.prompts.base import PromptSynthesizer
+from zsad.structures import Features, Scores, TextFeatures
+
+logger = logging.getLogger(__name__)
+# The frozen backbone stays in eval mode on purpose (see Backbone.train).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+FROZEN_PREFIX = "backbone."
+
+
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam with lr 1e-3 and betas (0.5, 0.999), the setting of AnomalyCLIP, CoPS and DAPO."""
+    return torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))
+
+
+class ZSADModule(L.LightningModule):
+    """Composes registered parts into a trainable zero-shot anomaly detector.
+
+    Methods never see raw images: :meth:`extract_features` is the one place where images become
+    :class:`~zsad.structures.Features`, and a batch that already carries ``"features"`` (a feature cache) skips
+    the backbone entirely.
+
+    Only the trainable parts are optimised and checkpointed; the frozen backbone is rebuilt from its spec.
+
+    Args:
+        backbone: Frozen backbone (or its spec).
+        prompt: Prompt synthesizer (or its spec).
+        head: Scoring head (or its spec).
+        losses: Weighted losses; their sum (plus any ``aux_losses`` of the synthesizer) is minimised.
+        optimizer: Callable that builds the optimizer from the trainable parameters.
+        max_pictures: How many test images per category keep their maps for pictures (0 keeps none).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        prompt: PromptSynthesizer,
+        head: ScoringHead,
+        losses: Sequence[Loss] | None = None,
+        optimizer: OptimizerCallable = default_optimizer,
+        max_pictures: int = 0,
+    ) -> None:
+        super().__init__()
+        self.backbone: Backbone = build(backbone)
+        self.prompt: PromptSynthesizer = build(prompt)
+        self.head: ScoringHead = build(head)
+        self.losses = nn.ModuleList(build(list(losses or [])))
+        self.optimizer_factory = optimizer
+        self.max_pictures = max_pictures
+        self.prompt.setup(self.backbone.text)
+        self.save_hyperparameters(self.component_specs(), ignore=["optimizer"])
+        self.evaluator = Evaluator()
+        self.register_state_dict_post_hook(_drop_frozen_state)
+        self.register_load_state_dict_post_hook(_ignore_missing_frozen_state)
+
+    def component_specs(self) -> dict[str, Any]:
+        """Plain-data specs of every component: what checkpoints store as hyper-parameters."""
+        return {
+            "backbone": self.backbone.spec(),
+            "prompt": self.prompt.spec(),
+            "head": self.head.spec(),
+            "losses": [loss.spec() for loss in self.losses],
+            "max_pictures": self.max_pictures,
+        }
+
+    # ---------------------------------------------------------------- forward
+    def extract_features(self, batch: dict[str, Any]) -> Features:
+        """Frozen-backbone features of a batch; replays ``batch["features"]`` when a cache supplied them."""
+        if "features" in batch:
+            return batch["features"]
+        with torch.no_grad():
+            return self.backbone(batch["image"])
+
+    def forward(self, images: Tensor) -> Scores:
+        """Score normalised images ``[B, 3, H, W]``."""
+        return self.score(self.extract_features({"image": images}))[0]
+
+    def score(self, features: Features) -> tuple[Scores, TextFeatures]:
+        """Run prompt synthesizer and head on features."""
+        text = self.prompt(features, self.backbone.text)
+        return self.head(features, text, self.backbone.image_size), text
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One optimisation step; logs each loss term."""
+        scores, text = self.score(self.extract_features(batch))
+        terms = {type(loss).__name__: loss(scores, batch, text) for loss in self.losses}
+        terms.update(text.aux_losses)
+        if not terms:
+            raise ConfigError("The model has no losses to train; give `losses` (e.g. image_ce, focal, dice).")
+        total = torch.stack([t.float() for t in terms.values()]).sum()
+        batch_size = batch["label"].shape[0]
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        return total
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Optimizer over the trainable parameters only."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            raise ConfigError(
+                f"{type(self.prompt).__name__} with {type(self.head).__name__} has no trainable parameters; "
+                "use `zsad test` directly (training-free method)."
+            )
+        return self.optimizer_factory(trainable)
+
+    # ---------------------------------------------------------------- evaluation
+    def on_test_epoch_start(self) -> None:
+        """Start a fresh evaluation."""
+        self.evaluator.reset()
+
+    on_validation_epoch_start = on_test_epoch_start
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Score a batch and add it to the per-category evaluation."""
+        scores, _ = self.score(self.extract_features(batch))
+        self.evaluator.update(scores, batch, keep_pictures=self.max_pictures)
+
+    validation_step = test_step
+
+    def on_test_epoch_end(self) -> None:
+        """Compute per-category and mean metrics; keep them as ``test_results``."""
+        self.test_results = self._log_results("test")
+
+    def on_validation_epoch_end(self) -> None:
+        """Same as test, logged under ``val/``."""
+        self._log_results("val")
+
+    def _log_results(self, stage: str) -> Results:
+        """Mean metrics go to the progress table; per-category ones only to the logger (and results.json)."""
+        results = self.evaluator.compute()
+        for name, value in results.mean.items():
+            self.log(f"{stage}/mean/{name}", value)
+        if self.logger is not None:
+            per_category = {k: v for k, v in results.flat().items() if not k.startswith("mean/")}
+            self.logger.log_metrics({f"{stage}/{k}": v for k, v in per_category.items()}, step=self.global_step)
+        return results
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Image scores and anomaly maps of a batch."""
+        scores, _ = self.score(self.extract_features(batch))
+        return {"path": batch.get("path"), "image_score": scores.image_score, "anomaly_map": scores.anomaly_map}
+
+    # ---------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the zsad version and backbone for compatibility checks."""
+        checkpoint["zsad"] = {"version": __version__, "backbone": self.backbone.spec()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose trainable parameters do not match this model."""
+        expected = set(self.state_dict())
+        found = set(checkpoint.get("state_dict", {}))
+        if expected != found:
+            missing, unexpected = sorted(expected - found), sorted(found - expected)
+            raise CheckpointError(
+                f"The checkpoint does not fit this model (missing {missing[:5]}, unexpected {unexpected[:5]}). "
+                f"It was saved with components {checkpoint.get('hyper_parameters', {}).get('prompt')}; "
+                f"load it with ZSADModule.load_from_checkpoint(path) or the same config."
+            )
+
+
+def _drop_frozen_state(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:
+    """The frozen backbone is rebuilt from its spec, so its weights never go into checkpoints."""
+    for key in [k for k in state_dict if k.startswith(prefix + FROZEN_PREFIX)]:
+        del state_dict[key]
+
+
+def _ignore_missing_frozen_state(module: nn.Module, incompatible_keys: Any) -> None:
+    """Loading a zsad state dict must not complain about the backbone weights it deliberately omits."""
+    missing = incompatible_keys.missing_keys
+    missing[:] = [key for key in missing if not key.startswith(FROZEN_PREFIX)]

@@ -1,0 +1,142 @@
+"""The zsad command line, run in-process: list, help, fit -> test from a checkpoint, bad input, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zsad.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = [
+    str(ROOT / "configs" / c)
+    for c in ("backbone/tiny.yaml", "method/static.yaml", "data/synthetic.yaml", "trainer/smoke.yaml")
+]
+
+
+def config_args():
+    return [arg for path in CONFIGS for arg in ("-c", path)]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def run(args, capsys):
+    """Run the CLI; return (exit code, stdout + stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_list_shows_every_kind(capsys):
+    code, out = run(["list"], capsys)
+    assert code == 0
+    for expected in (
+        "backbones:",
+        "tiny-random",
+        "prompt synthesizers:",
+        "static",
+        "scoring heads:",
+        "dual_branch",
+        "losses:",
+        "focal",
+        "datamodules:",
+        "synthetic",
+    ):
+        assert expected in out
+    assert "Tiny random CLIP" in out  # one-line descriptions
+
+
+def test_top_level_help(capsys):
+    code, out = run(["--help"], capsys)
+    assert code == 0 and "fit" in out and "demo" in out and "list" in out
+
+
+def test_fit_help(capsys):
+    code, out = run(["fit", "--help"], capsys)
+    assert code == 0 and "--model.prompt" in out and "--trainer.max_steps" in out
+
+
+def test_print_config_resolves_aliases_and_interpolation(workdir, capsys):
+    code, out = run(["fit", *config_args(), "--model.head=dual_branch", "--print_config"], capsys)
+    assert code == 0
+    assert "class_path: zsad.prompts.static.StaticPrompt" in out
+    assert "class_path: zsad.heads.dual_branch.DualBranchHead" in out
+    assert "class_path: zsad.data.synthetic.datamodule.SyntheticDataModule" in out
+    assert "image_size: 64" in out and "${" not in out
+
+
+def test_fit_then_test_from_the_checkpoint(workdir, capsys):
+    code, out = run(["fit", *config_args(), "--trainer.max_steps=5", "--trainer.enable_progress_bar=false"], capsys)
+    assert code == 0, out
+    checkpoint = workdir / "runs" / "smoke" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    code, out = run(
+        ["test", *config_args(), f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false"], capsys
+    )
+    assert code == 0, out
+    assert "mean" in out and "image_auroc" in out
+    results = sorted(workdir.glob("runs/smoke/lightning_logs/*/results.json"))
+    document = json.loads(results[-1].read_text())
+    assert set(document["per_category"]) == {"checker", "grain", "ring", "capsule"}
+    assert 0.0 <= document["mean"]["image_auroc"] <= 1.0
+    assert document["model"]["prompt"]["class_path"] == "zsad.prompts.static.StaticPrompt"
+
+
+def test_unknown_component_name(workdir, capsys):
+    code, out = run(["fit", *config_args(), "--model.head=dual_brnch"], capsys)
+    assert code == 2
+    assert "Unknown scoring head 'dual_brnch'. Did you mean 'dual_branch'?" in out
+
+
+def test_config_key_that_does_not_exist(workdir, capsys):
+    code, out = run(["fit", *config_args(), "--model.prompt.init_args.n_ctxx=3"], capsys)
+    assert code == 2
+    assert "n_ctxx" in out
+
+
+def test_layer_beyond_depth_through_the_cli(workdir, capsys):
+    code, out = run(["fit", *config_args(), "--model.backbone.init_args.layers=[6,30]"], capsys)
+    assert code == 2
+    assert "zsad: error: layers=[6, 30]: [30] outside 1..24" in out
+    assert "Traceback" not in out
+
+
+def test_unknown_command(capsys):
+    code, out = run(["trian"], capsys)
+    assert code == 2 and "unknown command 'trian'" in out
+
+
+def test_demo_with_the_tiny_random_backbone(workdir, capsys):
+    code, out = run(
+        [
+            "demo",
+            "--backbone",
+            "tiny-random",
+            "--out",
+            str(workdir / "demo"),
+            "--epochs",
+            "1",
+            "--pictures",
+            "2",
+            "--accelerator",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    assert "RANDOM WEIGHTS" in out
+    metrics = json.loads((workdir / "demo" / "metrics.json").read_text())
+    assert metrics["warning"].startswith("RANDOM WEIGHTS")
+    assert set(metrics["trained"]["per_category"]) == {"checker", "grain", "ring", "capsule"}
+    assert len(list((workdir / "demo" / "overlays").glob("*/*.png"))) == 8
