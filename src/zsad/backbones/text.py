@@ -131,6 +131,15 @@ class TextEncoder(nn.Module):
         return self.token_embedding.weight.shape[1]
 
     @property
+    def embed_dim(self) -> int:
+        """Dimension D of the joint image-text space (the output of :meth:`forward`)."""
+        if self.text_projection is None:
+            return self.width
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection.out_features
+        return self.text_projection.shape[1]
+
+    @property
     def context_length(self) -> int:
         """Maximum number of tokens (77 for CLIP)."""
         return self.positional_embedding.shape[0]

@@ -63,8 +63,18 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled auxiliary samples."""
-        return self._loader(self.aux_records(), self.batch_size, shuffle=True)
+        """Shuffled auxiliary samples.
+
+        Raises:
+            ConfigError: If there are no auxiliary samples to train on.
+        """
+        records = self.aux_records()
+        if not records:
+            raise ConfigError(
+                f"{type(self).__name__} has no auxiliary (training) samples: aux_categories is empty. List the "
+                f"categories that train the prompts in aux_categories, or only test/validate a training-free method."
+            )
+        return self._loader(records, self.batch_size, shuffle=True)
 
     def test_dataloader(self) -> DataLoader:
         """Target samples in a fixed order."""
@@ -127,9 +137,12 @@ class MVTecDataModule(ZSADDataModule):
         """Refuse auxiliary categories that are also targets, unless ``allow_overlap``."""
         shared = sorted(set(self.aux_categories) & set(self.targets()))
         if shared and not self.allow_overlap:
+            targets = "target_categories"
+            if self.target_categories is None:
+                targets += " (null: every category under root; list the targets explicitly to leave some out)"
             raise ConfigError(
-                f"Categories {shared} of '{self.root}' are both auxiliary (training) and target (test) data, "
-                f"which leaks test images into training. Remove them from one list, or set allow_overlap: true."
+                f"Categories {shared} of '{self.root}' are both in aux_categories (training) and in {targets} "
+                f"(test), which leaks test images into training. Remove them from one list, or set allow_overlap: true."
             )
 
     def aux_records(self) -> list[SampleRecord]:

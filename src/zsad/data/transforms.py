@@ -16,14 +16,27 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF  # noqa: N812
 
-from zsad.errors import DataError
+from zsad.errors import ConfigError, DataError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def _stretch_to_8_bit(array: np.ndarray) -> Image.Image:
+    """Map the finite range of a 16/32-bit or float image linearly onto 0..255 (non-finite pixels become 0)."""
+    finite = np.isfinite(array)
+    if not finite.any():
+        return Image.fromarray(np.zeros(array.shape, np.uint8))
+    low, high = float(array[finite].min()), float(array[finite].max())
+    scaled = (np.where(finite, array, low) - low) / ((high - low) or 1.0) * 255.0
+    return Image.fromarray(scaled.astype(np.uint8))
+
+
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image of any mode (L, P, RGBA, CMYK, 16-bit) as 8-bit RGB.
+    """Open an image of any mode (L, P, RGBA, CMYK, 16-bit, float) as 8-bit RGB.
+
+    16-bit, 32-bit integer and float images are stretched linearly from their minimum to their maximum; transparent
+    pixels (alpha channel, transparent palette index or colour key) are composited over black.
 
     Raises:
         DataError: If the file is missing, truncated or not an image; the message names the file.
@@ -32,10 +45,9 @@ def load_rgb(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                array = np.asarray(image, dtype=np.float64)
-                span = float(array.max() - array.min()) or 1.0
-                image = Image.fromarray(((array - array.min()) / span * 255.0).astype(np.uint8))
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                image = _stretch_to_8_bit(np.asarray(image, dtype=np.float64))
+            # "transparency" is a palette index, or a colour key of an L/RGB PNG: both become alpha
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 image = image.convert("RGBA")
                 background = Image.new("RGBA", image.size, (0, 0, 0, 255))
                 image = Image.alpha_composite(background, image)
@@ -48,6 +60,9 @@ def load_mask(path: str | Path, threshold: int = 0) -> Image.Image:
     """Open a mask as a 0/255 L-mode image; pixels above ``threshold`` are anomalous.
 
     Use ``threshold=0`` for PNG masks (MVTec 3D-AD uses 253/254/255) and 127 for JPEG masks (Kvasir-SEG).
+
+    Raises:
+        DataError: If the file is missing, truncated or not an image; the message names the file.
     """
     try:
         with Image.open(path) as mask:
@@ -62,9 +77,12 @@ class ImageTransform:
 
     Args:
         size: Output side in pixels.
-        interpolation: ``"bicubic"`` (reference) or ``"bilinear"``.
+        interpolation: ``"bicubic"`` (reference) or ``"bilinear"`` (any torchvision ``InterpolationMode`` value).
         mean: Normalisation mean (OpenAI CLIP by default).
         std: Normalisation std.
+
+    Raises:
+        ConfigError: If ``interpolation`` is not an interpolation mode.
     """
 
     def __init__(
@@ -75,7 +93,11 @@ class ImageTransform:
         std: tuple[float, float, float] = OPENAI_STD,
     ) -> None:
         self.size = size
-        self.interpolation = InterpolationMode(interpolation)
+        try:
+            self.interpolation = InterpolationMode(interpolation)
+        except ValueError as error:
+            valid = ", ".join(repr(mode.value) for mode in InterpolationMode)
+            raise ConfigError(f"Unknown interpolation {interpolation!r}. Use one of {valid}.") from error
         self.mean = list(mean)
         self.std = list(std)
 

@@ -18,7 +18,10 @@ from zsad.data.datasets.base import NORMAL, SampleRecord
 from zsad.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-LAYOUT = "<root>/<category>/{train,test}/<good|defect>/<image> with masks in <root>/<category>/ground_truth/<defect>/<id>_mask.png"
+LAYOUT = (
+    "<root>/<category>/{train,test}/<good|defect>/<image> with masks in "
+    "<root>/<category>/ground_truth/<defect>/<id>_mask.png"
+)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -66,7 +69,11 @@ def mvtec_records(
         raise DataError(f"Unknown category '{category}' in '{root}'. Valid categories: {', '.join(valid)}.")
     split_dir = root / category / split
     if not split_dir.is_dir():
-        raise DataError(f"'{split_dir}' does not exist. Expected the MVTec AD layout: {LAYOUT}.")
+        splits = sorted(repr(p.name) for p in (root / category).iterdir() if p.is_dir() and p.name != "ground_truth")
+        raise DataError(
+            f"Split '{split}' of category '{category}' not found: '{split_dir}' does not exist "
+            f"(splits present: {', '.join(splits)}). Expected the MVTec AD layout: {LAYOUT}."
+        )
     records = []
     for defect_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         defect = defect_dir.name
@@ -81,5 +88,8 @@ def mvtec_records(
             label = 0 if defect == NORMAL else 1
             records.append(SampleRecord(image, label, category, defect, mask, dataset))
     if not records:
-        raise DataError(f"Category '{category}' has no images under '{split_dir}'.")
+        raise DataError(
+            f"Category '{category}' has no images under '{split_dir}'. Images belong in one folder per defect type "
+            f"(good/ for normal images); expected the MVTec AD layout: {LAYOUT}."
+        )
     return records
