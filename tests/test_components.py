@@ -59,7 +59,7 @@ def test_non_plain_arguments_are_refused_with_the_argument_name():
 
 
 def test_unknown_class_path():
-    with pytest.raises(ConfigError, match="'nonexistent_thing' is neither a registered component name"):
+    with pytest.raises(ConfigError, match=r"'nonexistent_thing' is neither a registered component name"):
         build({"class_path": "nonexistent_thing"})
-    with pytest.raises(ConfigError, match="Cannot import component class 'zsad.nope.Nothing'"):
+    with pytest.raises(ConfigError, match=r"Cannot import component class 'zsad\.nope\.Nothing'"):
         build({"class_path": "zsad.nope.Nothing"})
