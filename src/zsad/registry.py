@@ -110,6 +110,7 @@ BACKBONES: Registry = Registry("backbone")
 PROMPTS: Registry = Registry("prompt synthesizer")
 HEADS: Registry = Registry("scoring head")
 LOSSES: Registry = Registry("loss", "losses")
+DATASETS: Registry = Registry("dataset")
 DATAMODULES: Registry = Registry("datamodule")
 METRICS: Registry = Registry("metric")
 
@@ -118,6 +119,7 @@ REGISTRIES: dict[str, Registry] = {
     "prompt": PROMPTS,
     "head": HEADS,
     "loss": LOSSES,
+    "dataset": DATASETS,
     "datamodule": DATAMODULES,
     "metric": METRICS,
 }

@@ -27,7 +27,6 @@ def _module(root: Path, **kwargs) -> MVTecDataModule:
         "image_size": 64,
         "batch_size": 8,
         "num_workers": 0,
-        "dataset_name": "synthetic",
     }
     return MVTecDataModule(str(root), **{**options, **kwargs})
 
@@ -101,7 +100,7 @@ def test_train_loader(synthetic_root: Path) -> None:
         assert batch["label"].shape == (8,)
         assert batch["label"].dtype == torch.int64
         assert isinstance(batch["category"], list) and len(batch["category"]) == 8
-        assert set(batch["dataset"]) == {"synthetic"}
+        assert set(batch["dataset"]) == {"mvtec"}
     assert _categories(batches) == set(AUX)
     aux_paths = [str(r.path) for r in module.aux_records()]
     assert sorted(_paths(batches)) == sorted(aux_paths)  # every auxiliary image exactly once per epoch

@@ -11,7 +11,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from zsad.data.datasets.base import AnomalyDataset, SampleRecord
-from zsad.data.datasets.mvtec import mvtec_categories, mvtec_records
+from zsad.data.datasets.benchmark import Benchmark
+from zsad.data.datasets.mvtec import MVTecAD
 from zsad.errors import ConfigError
 from zsad.registry import DATAMODULES
 
@@ -89,23 +90,27 @@ class ZSADDataModule(L.LightningDataModule, ABC):
     predict_dataloader = test_dataloader
 
 
-@DATAMODULES.register("mvtec")
-class MVTecDataModule(ZSADDataModule):
-    """Any dataset in the MVTec AD layout; some categories train the prompts, others are evaluated.
+class BenchmarkDataModule(ZSADDataModule):
+    """One benchmark: some of its categories train the prompts, others are evaluated zero-shot.
+
+    Subclasses only set ``benchmark`` (a :class:`~zsad.data.datasets.benchmark.Benchmark` class) and register
+    themselves under the benchmark's name. For training on one benchmark and testing on others, use
+    :class:`~zsad.data.protocol.ProtocolDataModule`.
 
     Args:
-        root: Dataset root (holds one folder per category).
-        aux_categories: Categories whose ``aux_split`` trains the prompts; ``None`` for none.
-        target_categories: Categories evaluated on their ``test`` split; ``None`` for all.
+        root: Folder the benchmark was unpacked into.
+        aux_categories: Categories whose ``aux_split`` trains the prompts; ``None`` or empty for none.
+        target_categories: Categories evaluated on their test split; ``None`` for all.
         aux_split: Split used as auxiliary data (by convention the test split, which has masks).
         allow_overlap: Permit a category in both sets (leaks the test data into training; off by default).
-        dataset_name: Name written into results.
         image_size: See :class:`ZSADDataModule`.
         batch_size: See :class:`ZSADDataModule`.
         eval_batch_size: See :class:`ZSADDataModule`.
         num_workers: See :class:`ZSADDataModule`.
-        mask_threshold: See :class:`ZSADDataModule`.
+        mask_threshold: Source mask values above this are anomalous; ``None`` uses the benchmark's convention.
     """
+
+    benchmark: type[Benchmark]
 
     def __init__(
         self,
@@ -114,24 +119,24 @@ class MVTecDataModule(ZSADDataModule):
         target_categories: Sequence[str] | None = None,
         aux_split: str = "test",
         allow_overlap: bool = False,
-        dataset_name: str = "mvtec",
         image_size: int = 518,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 4,
-        mask_threshold: int = 0,
+        mask_threshold: int | None = None,
     ) -> None:
-        super().__init__(image_size, batch_size, eval_batch_size, num_workers, mask_threshold)
+        threshold = self.benchmark.mask_threshold if mask_threshold is None else mask_threshold
+        super().__init__(image_size, batch_size, eval_batch_size, num_workers, threshold)
         self.root = Path(root)
+        self.dataset = self.benchmark(self.root)
         self.aux_categories = list(aux_categories or [])
         self.target_categories = list(target_categories) if target_categories is not None else None
         self.aux_split = aux_split
         self.allow_overlap = allow_overlap
-        self.dataset_name = dataset_name
 
     def targets(self) -> list[str]:
         """Target categories (all categories on disk when not configured)."""
-        return self.target_categories if self.target_categories is not None else mvtec_categories(self.root)
+        return self.target_categories if self.target_categories is not None else self.dataset.categories()
 
     def check_overlap(self) -> None:
         """Refuse auxiliary categories that are also targets, unless ``allow_overlap``."""
@@ -148,13 +153,16 @@ class MVTecDataModule(ZSADDataModule):
     def aux_records(self) -> list[SampleRecord]:
         """Auxiliary samples (``aux_split`` of ``aux_categories``)."""
         self.check_overlap()
-        return [
-            r
-            for c in self.aux_categories
-            for r in mvtec_records(self.root, c, self.aux_split, dataset=self.dataset_name)
-        ]
+        return [r for c in self.aux_categories for r in self.dataset.records(c, self.aux_split)]
 
     def target_records(self) -> list[SampleRecord]:
-        """Target samples (``test`` split of every target category)."""
+        """Target samples (test split of every target category)."""
         self.check_overlap()
-        return [r for c in self.targets() for r in mvtec_records(self.root, c, "test", dataset=self.dataset_name)]
+        return [r for c in self.targets() for r in self.dataset.records(c, "test")]
+
+
+@DATAMODULES.register("mvtec")
+class MVTecDataModule(BenchmarkDataModule):
+    """MVTec AD (or any data in its layout): aux categories train, target categories are tested."""
+
+    benchmark = MVTecAD

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.datasets.base import NORMAL, SampleRecord
-from zsad.errors import DataError
+from typing import ClassVar
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from zsad.data.datasets.base import NORMAL, SampleRecord
+from zsad.data.datasets.benchmark import IMAGE_SUFFIXES, Benchmark, list_images
+from zsad.errors import DataError
+from zsad.registry import DATASETS
 LAYOUT = (
     "<root>/<category>/{train,test}/<good|defect>/<image> with masks in "
     "<root>/<category>/ground_truth/<defect>/<id>_mask.png"
 )
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def mvtec_categories(root: str | Path) -> list[str]:
@@ -93,3 +90,31 @@ def mvtec_records(
             f"(good/ for normal images); expected the MVTec AD layout: {LAYOUT}."
         )
     return records
+
+
+class MVTecLayout(Benchmark):
+    """Any benchmark stored in the MVTec AD layout (MVTec AD, MPDD, DTD-Synthetic, zsad's synthetic data)."""
+
+    layout = LAYOUT
+    splits = ("train", "test")
+
+    def find_categories(self) -> list[str]:
+        """Folders with a ``test/`` subfolder."""
+        return mvtec_categories(self.root)
+
+    def find_records(self, category: str, split: str) -> list[SampleRecord]:
+        """Samples of ``<root>/<category>/<split>``."""
+        return mvtec_records(self.root, category, split, dataset=self.name, require_masks=self.pixel_level)
+
+
+@DATASETS.register("mvtec")
+class MVTecAD(MVTecLayout):
+    """MVTec AD: 15 industrial categories, pixel masks (CC BY-NC-SA 4.0)."""
+
+    name = "mvtec"
+    title = "MVTec AD"
+    download = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
+    known_categories: ClassVar[tuple[str, ...]] = (
+        "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
+        "tile", "toothbrush", "transistor", "wood", "zipper",
+    )  # fmt: skip
