@@ -69,7 +69,9 @@ class Benchmark(ABC):
             raise DataError(f"Dataset root '{self.root}' does not exist. {self.describe_layout()}")
         found = self.find_categories()
         if not found:
-            raise DataError(f"No {self.title or self.name} category found under '{self.root}'. {self.describe_layout()}")
+            raise DataError(
+                f"No {self.title or self.name} category found under '{self.root}'. {self.describe_layout()}"
+            )
         return found
 
     def records(self, category: str, split: str = "test") -> list[SampleRecord]:

@@ -13,13 +13,13 @@ Download: https://www.mvtec.com/company/research/datasets/mvtec-ad (CC BY-NC-SA 
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import ClassVar
 
 from zsad.data.datasets.base import NORMAL, SampleRecord
 from zsad.data.datasets.benchmark import IMAGE_SUFFIXES, Benchmark, list_images
 from zsad.errors import DataError
 from zsad.registry import DATASETS
+
 LAYOUT = (
     "<root>/<category>/{train,test}/<good|defect>/<image> with masks in "
     "<root>/<category>/ground_truth/<defect>/<id>_mask.png"
