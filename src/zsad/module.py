@@ -15,10 +15,14 @@ from torch import Tensor, nn
 from zsad import __version__
 from zsad.backbones.base import Backbone
 from zsad.components import build
+from zsad.data.batch import batch_size, split_valid
+from zsad.data.datamodule import ZSADDataModule
 from zsad.errors import CheckpointError, ConfigError
 from zsad.heads.base import ScoringHead
 from zsad.losses.base import Loss
-from zsad.metrics.evaluator import Evaluator, Results
+from zsad.metrics.evaluator import Evaluator
+from zsad.metrics.pixel_state import PIXEL_METRIC_NAMES
+from zsad.metrics.results import Results
 from zsad.prompts.base import PromptSynthesizer
 from zsad.structures import Features, Scores, TextFeatures
 
@@ -50,6 +54,7 @@ class ZSADModule(L.LightningModule):
         losses: Weighted losses; their sum (plus any ``aux_losses`` of the synthesizer) is minimised.
         optimizer: Callable that builds the optimizer from the trainable parameters.
         max_pictures: How many test images per category keep their maps for pictures (0 keeps none).
+        pixel_metrics: Pixel metrics to compute (both AUPRO variants by default); empty for image metrics only.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class ZSADModule(L.LightningModule):
         losses: Sequence[Loss] | None = None,
         optimizer: OptimizerCallable = default_optimizer,
         max_pictures: int = 0,
+        pixel_metrics: Sequence[str] = PIXEL_METRIC_NAMES,
     ) -> None:
         super().__init__()
         self.backbone: Backbone = build(backbone)
@@ -68,9 +74,10 @@ class ZSADModule(L.LightningModule):
         self.losses = nn.ModuleList(build(list(losses or [])))
         self.optimizer_factory = optimizer
         self.max_pictures = max_pictures
+        self.pixel_metrics = list(pixel_metrics)
         self.prompt.setup(self.backbone.text)
         self.save_hyperparameters(self.component_specs(), ignore=["optimizer"])
-        self.evaluator = Evaluator()
+        self.evaluator = Evaluator(self.pixel_metrics)
         self.register_state_dict_post_hook(_drop_frozen_state)
         self.register_load_state_dict_post_hook(_ignore_missing_frozen_state)
 
@@ -82,6 +89,7 @@ class ZSADModule(L.LightningModule):
             "head": self.head.spec(),
             "losses": [loss.spec() for loss in self.losses],
             "max_pictures": self.max_pictures,
+            "pixel_metrics": self.pixel_metrics,
         }
 
     # ---------------------------------------------------------------- forward
@@ -102,18 +110,23 @@ class ZSADModule(L.LightningModule):
         return self.head(features, text, self.backbone.image_size), text
 
     # ---------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """One optimisation step; logs each loss term."""
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        """One optimisation step; logs each loss term. Unreadable samples (``on_bad_image: skip``) are dropped."""
+        batch, skipped = split_valid(batch)
+        for path, problem in skipped:
+            logger.warning("Skipped training image %s: %s", path, problem)
+        if batch_size(batch) == 0:
+            return None
         scores, text = self.score(self.extract_features(batch))
         terms = {type(loss).__name__: loss(scores, batch, text) for loss in self.losses}
         terms.update(text.aux_losses)
         if not terms:
             raise ConfigError("The model has no losses to train; give `losses` (e.g. image_ce, focal, dice).")
         total = torch.stack([t.float() for t in terms.values()]).sum()
-        batch_size = batch["label"].shape[0]
+        size = batch_size(batch)
         for name, value in terms.items():
-            self.log(f"train/{name}", value, batch_size=batch_size)
-        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+            self.log(f"train/{name}", value, batch_size=size)
+        self.log("train/loss", total, prog_bar=True, batch_size=size)
         return total
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -128,13 +141,24 @@ class ZSADModule(L.LightningModule):
 
     # ---------------------------------------------------------------- evaluation
     def on_test_epoch_start(self) -> None:
-        """Start a fresh evaluation."""
-        self.evaluator.reset()
+        """Start a fresh evaluation over the datamodule's target categories."""
+        self.evaluator.reset(self._target_groups())
+
+    def _target_groups(self) -> list[tuple[str, str]] | None:
+        """(dataset, category) of every target sample, so that every process numbers categories alike."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not isinstance(datamodule, ZSADDataModule):
+            return None
+        return sorted({(r.dataset, r.category) for r in datamodule.target_records()})
 
     on_validation_epoch_start = on_test_epoch_start
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Score a batch and add it to the per-category evaluation."""
+        """Score a batch and add it to the per-category evaluation; unreadable samples are listed, not scored."""
+        batch, skipped = split_valid(batch)
+        self.evaluator.skip(skipped)
+        if batch_size(batch) == 0:
+            return
         scores, _ = self.score(self.extract_features(batch))
         self.evaluator.update(scores, batch, keep_pictures=self.max_pictures)
 

@@ -88,8 +88,10 @@ def test_fit_then_test_from_the_checkpoint(workdir, capsys):
     assert "mean" in out and "image_auroc" in out
     results = sorted(workdir.glob("runs/smoke/lightning_logs/*/results.json"))
     document = json.loads(results[-1].read_text())
-    assert set(document["per_category"]) == {"checker", "grain", "ring", "capsule"}
+    assert set(document["per_category"]["synthetic"]) == {"checker", "grain", "ring", "capsule"}
     assert 0.0 <= document["mean"]["image_auroc"] <= 1.0
+    assert document["protocol"]["targets"][0]["categories"] == ["checker", "grain", "ring", "capsule"]
+    assert set(document["aupro_variants"]) == {"pixel_aupro", "pixel_aupro_cflow"}
     assert document["model"]["prompt"]["class_path"] == "zsad.prompts.static.StaticPrompt"
 
 
@@ -138,5 +140,5 @@ def test_demo_with_the_tiny_random_backbone(workdir, capsys):
     assert "RANDOM WEIGHTS" in out
     metrics = json.loads((workdir / "demo" / "metrics.json").read_text())
     assert metrics["warning"].startswith("RANDOM WEIGHTS")
-    assert set(metrics["trained"]["per_category"]) == {"checker", "grain", "ring", "capsule"}
+    assert set(metrics["trained"]["per_category"]["synthetic"]) == {"checker", "grain", "ring", "capsule"}
     assert len(list((workdir / "demo" / "overlays").glob("*/*.png"))) == 8

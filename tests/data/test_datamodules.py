@@ -17,7 +17,7 @@ from zsad.registry import DATAMODULES
 
 AUX = ["stripes", "disc"]
 TARGETS = ["checker", "ring"]
-KEYS = {"image", "mask", "label", "category", "defect_type", "path", "dataset"}
+KEYS = {"image", "mask", "label", "category", "defect_type", "path", "dataset", "index", "valid", "problem"}
 
 
 def _module(root: Path, **kwargs) -> MVTecDataModule:

@@ -189,7 +189,18 @@ def test_dataset_items(synthetic_root: Path) -> None:
     assert len(dataset) == len(records) == 16
     for index, record in enumerate(records):
         item = dataset[index]
-        assert set(item) == {"image", "mask", "label", "category", "defect_type", "path", "dataset"}
+        assert set(item) == {
+            "image",
+            "mask",
+            "label",
+            "category",
+            "defect_type",
+            "path",
+            "dataset",
+            "index",
+            "valid",
+            "problem",
+        }
         assert item["image"].shape == (3, 48, 48)
         assert item["image"].dtype == torch.float32
         assert item["mask"].shape == (1, 48, 48)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import lightning as L  # noqa: N812
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
-from zsad.data.datasets.base import AnomalyDataset, SampleRecord
+from zsad.data.datasets.base import AnomalyDataset, BadImagePolicy, SampleRecord
 from zsad.data.datasets.benchmark import Benchmark
 from zsad.data.datasets.mvtec import MVTecAD
 from zsad.errors import ConfigError
@@ -27,7 +29,9 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         batch_size: Training batch size (8 in every reference method).
         eval_batch_size: Evaluation batch size; defaults to ``batch_size``.
         num_workers: DataLoader workers.
-        mask_threshold: Source mask values above this are anomalous.
+        mask_threshold: Source mask values above this are anomalous, for records that set no threshold.
+        on_bad_image: ``"error"`` stops at an unreadable image or a mask of the wrong size; ``"skip"`` drops the
+            sample and lists it in the results.
     """
 
     def __init__(
@@ -37,6 +41,7 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         eval_batch_size: int | None = None,
         num_workers: int = 4,
         mask_threshold: int = 0,
+        on_bad_image: BadImagePolicy = "error",
     ) -> None:
         super().__init__()
         self.image_size = image_size
@@ -44,6 +49,7 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.mask_threshold = mask_threshold
+        self.on_bad_image = on_bad_image
 
     @abstractmethod
     def aux_records(self) -> list[SampleRecord]:
@@ -53,8 +59,12 @@ class ZSADDataModule(L.LightningDataModule, ABC):
     def target_records(self) -> list[SampleRecord]:
         """Samples evaluated zero-shot."""
 
+    @abstractmethod
+    def protocol(self) -> dict[str, Any]:
+        """Which data trains and which is evaluated, as plain data for results files."""
+
     def _loader(self, records: list[SampleRecord], batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = AnomalyDataset(records, self.image_size, self.mask_threshold)
+        dataset = AnomalyDataset(records, self.image_size, self.mask_threshold, on_bad_image=self.on_bad_image)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -108,6 +118,7 @@ class BenchmarkDataModule(ZSADDataModule):
         eval_batch_size: See :class:`ZSADDataModule`.
         num_workers: See :class:`ZSADDataModule`.
         mask_threshold: Source mask values above this are anomalous; ``None`` uses the benchmark's convention.
+        on_bad_image: See :class:`ZSADDataModule`.
     """
 
     benchmark: type[Benchmark]
@@ -124,9 +135,10 @@ class BenchmarkDataModule(ZSADDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 4,
         mask_threshold: int | None = None,
+        on_bad_image: BadImagePolicy = "error",
     ) -> None:
         threshold = self.benchmark.mask_threshold if mask_threshold is None else mask_threshold
-        super().__init__(image_size, batch_size, eval_batch_size, num_workers, threshold)
+        super().__init__(image_size, batch_size, eval_batch_size, num_workers, threshold, on_bad_image)
         self.root = Path(root)
         self.dataset = self.benchmark(self.root)
         self.aux_categories = list(aux_categories or [])
@@ -150,15 +162,37 @@ class BenchmarkDataModule(ZSADDataModule):
                 f"(test), which leaks test images into training. Remove them from one list, or set allow_overlap: true."
             )
 
+    def _read(self, categories: list[str], split: str) -> list[SampleRecord]:
+        records = [r for c in categories for r in self.dataset.records(c, split)]
+        if self.mask_threshold != self.benchmark.mask_threshold:  # an explicit override wins
+            records = [replace(r, mask_threshold=self.mask_threshold) for r in records]
+        return records
+
     def aux_records(self) -> list[SampleRecord]:
         """Auxiliary samples (``aux_split`` of ``aux_categories``)."""
         self.check_overlap()
-        return [r for c in self.aux_categories for r in self.dataset.records(c, self.aux_split)]
+        return self._read(self.aux_categories, self.aux_split)
 
     def target_records(self) -> list[SampleRecord]:
         """Target samples (test split of every target category)."""
         self.check_overlap()
-        return [r for c in self.targets() for r in self.dataset.records(c, "test")]
+        return self._read(self.targets(), "test")
+
+    def protocol(self) -> dict[str, Any]:
+        """Auxiliary and target categories of this one benchmark."""
+        name = self.benchmark.name
+        return {
+            "name": f"{name}-within",
+            "aux": [
+                {"dataset": name, "root": str(self.root), "categories": self.aux_categories, "split": self.aux_split}
+            ]
+            if self.aux_categories
+            else [],
+            "targets": [
+                {"dataset": name, "root": str(self.root), "categories": self.target_categories, "split": "test"}
+            ],
+            "allow_overlap": self.allow_overlap,
+        }
 
 
 @DATAMODULES.register("mvtec")

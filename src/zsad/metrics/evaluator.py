@@ -1,159 +1,150 @@
-"""Per-category evaluation: accumulate scores, compute metrics, macro-average the defined ones."""
+"""Evaluation of a test loop: scores in, per-category metrics and macro means out, correct under DDP."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 
-from zsad.metrics.functional import IMAGE_METRICS, PIXEL_METRICS
+from zsad.metrics.curves import binary_metrics
+from zsad.metrics.image_state import ImageScoreStore
+from zsad.metrics.pixel_state import PIXEL_METRIC_NAMES, PixelScoreStore, compute_pixel_metrics
+from zsad.metrics.results import Picture, Results, macro_mean
 from zsad.structures import Scores
 
-MEAN = "mean"
+IMAGE_METRIC_NAMES = ("image_auroc", "image_ap", "image_f1max")
+_CURVE_KEYS = {"image_auroc": "auroc", "image_ap": "average_precision", "image_f1max": "f1_max"}
+Group = tuple[str, str]
 
 
-@dataclass
-class Picture:
-    """What a picture of one test image needs."""
+class Evaluator(nn.Module):
+    """Collects image scores and anomaly maps per (dataset, category) and computes exact metrics.
 
-    image: Tensor
-    mask: Tensor
-    anomaly_map: Tensor
-    score: float
-    path: str
-    category: str
-    defect_type: str
+    The stores are torchmetrics states, so under DDP every process's samples are gathered before computing, and
+    samples that the distributed sampler repeats are counted once (by their dataset index). Category ids must be
+    the same on every process: give the full list of groups to :meth:`reset` (the module takes it from the
+    datamodule's target records).
 
-
-@dataclass
-class Results:
-    """Metrics per category and their macro mean.
-
-    Attributes:
-        per_category: ``{category: {metric: value}}``; an undefined metric is absent, never 0 or -1.
-        mean: ``{metric: macro mean over the categories where it is defined}``.
-        undefined: ``{metric: [categories where it was undefined]}``.
-        counts: ``{category: {"normal": n, "anomalous": n}}``.
-        pictures: Kept test images with maps, for overlays.
+    Args:
+        pixel_metrics: Pixel metric names (see :data:`~zsad.metrics.pixel_state.PIXEL_METRIC_NAMES`); both AUPRO
+            variants by default, each named in every table.
+        fpr_limit: FPR limit of AUPRO.
+        half_precision: Store maps as float16 (halves memory, lossy).
     """
 
-    per_category: dict[str, dict[str, float]]
-    mean: dict[str, float]
-    undefined: dict[str, list[str]] = field(default_factory=dict)
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    pictures: list[Picture] = field(default_factory=list)
-
-    def flat(self) -> dict[str, float]:
-        """``{"<category>/<metric>": value}`` including ``"mean/<metric>"``."""
-        flat = {f"{c}/{m}": v for c, metrics in self.per_category.items() for m, v in metrics.items()}
-        flat.update({f"{MEAN}/{m}": v for m, v in self.mean.items()})
-        return flat
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (without pictures)."""
-        return {
-            "per_category": self.per_category,
-            "mean": self.mean,
-            "undefined": self.undefined,
-            "counts": self.counts,
-        }
-
-    def table(self, digits: int = 1) -> str:
-        """A plain-text table in percent, one row per category and a mean row."""
-        metrics = list(self.mean) or sorted({m for v in self.per_category.values() for m in v})
-        header = ["category", *metrics]
-        rows = [[c, *(_percent(self.per_category[c].get(m), digits) for m in metrics)] for c in self.per_category]
-        rows.append([MEAN, *(_percent(self.mean.get(m), digits) for m in metrics)])
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(str(v).rjust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]]
-        lines.insert(1, "-" * len(lines[0]))
-        return "\n".join(lines)
-
-
-def _percent(value: float | None, digits: int) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
-
-
-class Evaluator:
-    """Collects image scores and pixel maps per category during a test loop.
-
-    Memory grows with the number of pixels evaluated; bounded-memory states come with the metrics issue.
-    """
-
-    def __init__(self) -> None:
+    def __init__(
+        self, pixel_metrics: Sequence[str] = PIXEL_METRIC_NAMES, fpr_limit: float = 0.3, half_precision: bool = False
+    ) -> None:
+        super().__init__()
+        self.pixel_metrics = tuple(pixel_metrics)
+        self.fpr_limit = fpr_limit
+        self.images = ImageScoreStore()
+        self.pixels = PixelScoreStore(half_precision=half_precision)
         self.reset()
 
-    def reset(self) -> None:
-        """Forget everything collected."""
-        self._image: dict[str, list[tuple[Tensor, Tensor]]] = defaultdict(list)
-        self._pixel: dict[str, list[tuple[Tensor, Tensor]]] = defaultdict(list)
-        self._pictures: dict[str, list[Picture]] = defaultdict(list)
+    def reset(self, groups: Sequence[Group] | None = None) -> None:
+        """Forget everything; ``groups`` fixes the category ids (required for identical ids across processes)."""
+        self.images.reset()
+        self.pixels.reset()
+        self.groups: list[Group] = sorted(set(groups or []))
+        self._ids = {group: i for i, group in enumerate(self.groups)}
+        self._pictures: dict[Group, list[Picture]] = defaultdict(list)
+        self._skipped: list[dict[str, str]] = []
+
+    def _group_id(self, group: Group) -> int:
+        if group not in self._ids:
+            if dist.is_available() and dist.is_initialized():
+                raise RuntimeError(f"{group} was not declared to Evaluator.reset; ids would differ across processes")
+            self._ids[group] = len(self.groups)
+            self.groups.append(group)
+        return self._ids[group]
+
+    def skip(self, skipped: Sequence[tuple[str, str]]) -> None:
+        """Record samples the loader could not read."""
+        self._skipped.extend({"path": path, "problem": problem} for path, problem in skipped)
 
     def update(self, scores: Scores, batch: dict[str, Any], keep_pictures: int = 0) -> None:
-        """Add one scored batch."""
-        maps = scores.anomaly_map.detach().float().cpu()
-        masks = batch["mask"].detach().cpu()
-        masks = masks.squeeze(1) if masks.dim() == 4 else masks
-        image_scores = scores.image_score.detach().float().cpu()
-        labels = batch["label"].detach().cpu()
-        for i, category in enumerate(batch["category"]):
-            self._image[category].append((image_scores[i : i + 1], labels[i : i + 1]))
-            self._pixel[category].append((maps[i].flatten(), masks[i].flatten().bool()))
-            kept = self._pictures[category]
+        """Add one scored batch (keys ``label``, ``mask``, ``category``, ``dataset``; ``index`` if sharded)."""
+        size = scores.image_score.shape[0]
+        datasets = batch.get("dataset") or [""] * size
+        ids = torch.tensor([self._group_id((d, c)) for d, c in zip(datasets, batch["category"], strict=True)])
+        indices = batch.get("index")
+        if indices is None:  # one process and no dataset index: the order of arrival identifies samples
+            start = sum(len(part) for part in self.images.scores)
+            indices = torch.arange(start, start + size)
+        self.images.update(scores.image_score, batch["label"], ids, indices)
+        if self.pixel_metrics:
+            self.pixels.update(scores.anomaly_map.float(), batch["mask"], ids, indices)
+        if keep_pictures:
+            self._keep_pictures(scores, batch, datasets, keep_pictures)
+
+    def _keep_pictures(self, scores: Scores, batch: dict[str, Any], datasets: list[str], limit: int) -> None:
+        masks = batch["mask"].squeeze(1) if batch["mask"].dim() == 4 else batch["mask"]
+        for i, (dataset, category) in enumerate(zip(datasets, batch["category"], strict=True)):
+            kept = self._pictures[(dataset, category)]
             defect = batch["defect_type"][i]
             # one picture per defect type first, so that a few pictures show the variety of a category
-            if len(kept) < keep_pictures and all(p.defect_type != defect for p in kept):
-                self._pictures[category].append(
+            if len(kept) < limit and all(p.defect_type != defect for p in kept):
+                kept.append(
                     Picture(
-                        batch["image"][i].detach().cpu(),
-                        masks[i],
-                        maps[i],
-                        float(image_scores[i]),
-                        batch["path"][i],
-                        category,
-                        defect,
+                        image=batch["image"][i].detach().float().cpu(),
+                        mask=masks[i].detach().cpu(),
+                        anomaly_map=scores.anomaly_map[i].detach().float().cpu(),
+                        score=float(scores.image_score[i]),
+                        path=batch["path"][i],
+                        category=category,
+                        defect_type=defect,
                     )
                 )
 
     def compute(self) -> Results:
-        """Metrics per category and their macro mean, leaving undefined values out with a warning."""
-        per_category: dict[str, dict[str, float]] = {}
+        """Metrics per (dataset, category), macro means per dataset and overall; undefined values left out."""
+        image_scores = self.images.compute()
+        pixel_values = compute_pixel_metrics(self.pixels, None, self.pixel_metrics, self.fpr_limit)
+        per_category: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+        counts: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
         undefined: dict[str, list[str]] = defaultdict(list)
-        counts = {}
-        for category in sorted(self._image):
-            scores, labels = (torch.cat(t) for t in zip(*self._image[category], strict=True))
-            maps, masks = (torch.cat(t) for t in zip(*self._pixel[category], strict=True))
-            counts[category] = {"normal": int((labels == 0).sum()), "anomalous": int((labels == 1).sum())}
-            values: dict[str, float] = {}
-            for name, metric in IMAGE_METRICS.items():
-                _store(values, undefined, category, name, metric(scores, labels))
-            for name, metric in PIXEL_METRICS.items():
-                _store(values, undefined, category, name, metric(maps.float(), masks))
-            per_category[category] = values
-        for name, categories in undefined.items():
+        for group_id, (scores, labels) in sorted(image_scores.items(), key=lambda item: self.groups[item[0]]):
+            dataset, category = self.groups[group_id]
+            values = _image_metrics(scores, labels)
+            values.update(pixel_values.get(group_id, {}))
+            for name, value in list(values.items()):
+                if value is None:
+                    undefined[name].append(f"{dataset}/{category}")
+                    del values[name]
+            per_category[dataset][category] = values  # type: ignore[assignment]
+            counts[dataset][category] = {"normal": int((labels == 0).sum()), "anomalous": int((labels == 1).sum())}
+        for name, where in undefined.items():
             warnings.warn(
-                f"{name} is undefined (only one class present) for {categories}; left out of the mean.",
-                stacklevel=2,
+                f"{name} is undefined (only one class present) for {where}; left out of the means.", stacklevel=2
             )
-        names = list(IMAGE_METRICS) + list(PIXEL_METRICS)
-        mean = {}
-        for name in names:
-            defined = [v[name] for v in per_category.values() if name in v]
-            if defined:
-                mean[name] = sum(defined) / len(defined)
-        pictures = [p for c in sorted(self._pictures) for p in self._pictures[c]]
-        return Results(per_category, mean, dict(undefined), counts, pictures)
+        names = [*IMAGE_METRIC_NAMES, *self.pixel_metrics]
+        per_dataset = {d: macro_mean(list(cats.values()), names) for d, cats in per_category.items()}
+        return Results(
+            per_category=dict(per_category),
+            per_dataset=per_dataset,
+            mean=macro_mean(list(per_dataset.values()), names),
+            undefined=dict(undefined),
+            counts=dict(counts),
+            skipped=_gather_lists(self._skipped),
+            pictures=[p for group in sorted(self._pictures) for p in self._pictures[group]],
+        )
 
 
-def _store(
-    values: dict[str, float], undefined: dict[str, list[str]], category: str, name: str, value: float | None
-) -> None:
-    if value is None:
-        undefined[name].append(category)
-    else:
-        values[name] = value
+def _image_metrics(scores: Tensor, labels: Tensor) -> dict[str, float | None]:
+    curves = binary_metrics(scores, labels.clamp(max=1))
+    return {name: curves[key] for name, key in _CURVE_KEYS.items()}
+
+
+def _gather_lists(local: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Concatenate a small Python list across processes (no-op without DDP)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(local)
+    gathered: list[list[dict[str, str]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    return [item for part in gathered for item in (part or [])]

@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from zsad.data.transforms import ImageTransform
-from zsad.metrics.evaluator import Picture
+from zsad.metrics.results import Picture
 from zsad.viz.overlay import save_panel, to_uint8_image
 
 

@@ -19,7 +19,7 @@ from zsad.backbones import Backbone, CLIPBackbone, TinyRandomBackbone
 from zsad.data.synthetic import SyntheticDataModule
 from zsad.heads import DualBranchHead
 from zsad.losses import DiceLoss, FocalLoss, ImageCrossEntropy
-from zsad.metrics.evaluator import Results
+from zsad.metrics.results import Results
 from zsad.module import ZSADModule
 from zsad.prompts import StaticPrompt
 from zsad.viz.pictures import save_pictures
@@ -121,7 +121,7 @@ def demo_main(argv: list[str]) -> int:
     after = model.test_results
     document = {
         "warning": RANDOM_WARNING if tiny else None,
-        "protocol": {"aux": data.aux_categories, "targets": data.targets(), "dataset": "synthetic"},
+        "protocol": data.protocol(),
         "untrained": before.to_dict(),
         "trained": after.to_dict(),
         "model": model.component_specs(),

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from zsad import __version__
-from zsad.metrics.evaluator import Results
+from zsad.metrics.results import Results
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -68,7 +68,11 @@ class ResultsWriter(Callback):
         if results is None or not trainer.is_global_zero:
             return
         folder = Path(trainer.log_dir or trainer.default_root_dir)
-        extra = {"seed": os.environ.get("PL_GLOBAL_SEED")}
+        datamodule = getattr(trainer, "datamodule", None)
+        extra = {
+            "protocol": datamodule.protocol() if hasattr(datamodule, "protocol") else None,
+            "seed": os.environ.get("PL_GLOBAL_SEED"),
+        }
         self.last_path = write_results(
             folder / self.filename, results_document(results, pl_module.component_specs(), extra)
         )

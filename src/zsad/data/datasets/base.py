@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from zsad.data.transforms import ImageTransform, MaskTransform, load_mask, load_rgb
+from zsad.errors import DataError
 
 NORMAL = "good"
 
@@ -25,6 +27,7 @@ class SampleRecord:
         defect_type: ``"good"`` for normal images, else the defect folder name.
         mask_path: Pixel mask, or ``None`` (normal images, image-level-only datasets).
         dataset: Name of the dataset the sample belongs to.
+        mask_threshold: Source mask values above this are anomalous; ``None`` defers to the loader's default.
     """
 
     path: Path
@@ -33,40 +36,58 @@ class SampleRecord:
     defect_type: str
     mask_path: Path | None = None
     dataset: str = ""
+    mask_threshold: int | None = None
+
+
+BadImagePolicy = Literal["error", "skip"]
 
 
 class AnomalyDataset(Dataset):
     """Loads :class:`SampleRecord`s as dictionaries of tensors.
 
     Each item has ``image`` ``[3, S, S]``, ``mask`` ``[1, S, S]`` (zeros when there is no mask), ``label``,
-    ``category``, ``defect_type``, ``path`` and ``dataset``.
+    ``category``, ``defect_type``, ``path``, ``dataset``, ``index`` (position in ``records``, which identifies the
+    sample across processes) and ``valid``.
 
     Args:
         records: The samples.
         image_size: Side S of the square output.
-        mask_threshold: Source mask values above this are anomalous (0 for PNG, 127 for JPEG masks).
+        mask_threshold: Default for records without their own threshold (0 for PNG, 127 for JPEG masks).
         interpolation: Image resize interpolation.
+        on_bad_image: ``"error"`` raises on an unreadable image or a mask whose size differs from its image;
+            ``"skip"`` returns the item with ``valid=False`` and the reason in ``problem``, so that the loop drops
+            it and the results list it.
     """
 
     def __init__(
-        self, records: list[SampleRecord], image_size: int, mask_threshold: int = 0, interpolation: str = "bicubic"
+        self,
+        records: list[SampleRecord],
+        image_size: int,
+        mask_threshold: int = 0,
+        interpolation: str = "bicubic",
+        on_bad_image: BadImagePolicy = "error",
     ) -> None:
         self.records = records
         self.image_transform = ImageTransform(image_size, interpolation)
         self.mask_transform = MaskTransform(image_size)
         self.mask_threshold = mask_threshold
         self.image_size = image_size
+        self.on_bad_image = on_bad_image
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        image = self.image_transform(load_rgb(record.path))
-        if record.mask_path is None:
+        try:
+            image, mask = self._load(record)
+            problem = ""
+        except DataError as error:
+            if self.on_bad_image != "skip":
+                raise
+            image = torch.zeros(3, self.image_size, self.image_size)
             mask = torch.zeros(1, self.image_size, self.image_size)
-        else:
-            mask = self.mask_transform(load_mask(record.mask_path, self.mask_threshold))
+            problem = str(error)
         return {
             "image": image,
             "mask": mask,
@@ -75,4 +96,20 @@ class AnomalyDataset(Dataset):
             "defect_type": record.defect_type,
             "path": str(record.path),
             "dataset": record.dataset,
+            "index": torch.tensor(index),
+            "valid": torch.tensor(not problem),
+            "problem": problem,
         }
+
+    def _load(self, record: SampleRecord) -> tuple[Tensor, Tensor]:
+        picture = load_rgb(record.path)
+        if record.mask_path is None:
+            return self.image_transform(picture), torch.zeros(1, self.image_size, self.image_size)
+        threshold = self.mask_threshold if record.mask_threshold is None else record.mask_threshold
+        mask = load_mask(record.mask_path, threshold)
+        if mask.size != picture.size:
+            raise DataError(
+                f"Mask '{record.mask_path}' is {mask.size[0]}x{mask.size[1]} but its image '{record.path}' is "
+                f"{picture.size[0]}x{picture.size[1]}. Replace the mask with one of the image's size."
+            )
+        return self.image_transform(picture), self.mask_transform(mask)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -47,6 +48,9 @@ class Benchmark(ABC):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook; most benchmarks are downloaded by the user
+        """Create the data if the benchmark can generate it (only zsad's synthetic data can)."""
+
     @abstractmethod
     def find_categories(self) -> list[str]:
         """Category names present under the root (the root exists)."""
@@ -87,7 +91,7 @@ class Benchmark(ABC):
             )
         if split not in self.splits:
             raise DataError(f"{self.name} has no split '{split}'. Splits: {', '.join(self.splits)}.")
-        records = self.find_records(category, split)
+        records = [replace(r, mask_threshold=self.mask_threshold) for r in self.find_records(category, split)]
         if not records:
             raise DataError(
                 f"Category '{category}' of {self.name} has no {split} images under '{self.root}'. "

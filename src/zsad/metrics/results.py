@@ -1,0 +1,112 @@
+"""Evaluation results: per dataset and category, macro means, and how to print them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+MEAN = "mean"
+AUPRO_VARIANTS = {
+    "pixel_aupro": "AUPRO@0.3 exact per-region curve, normalised by the limit (anomalib >= 2.3)",
+    "pixel_aupro_cflow": "AUPRO@0.3 over 200 thresholds, FPRs min-max rescaled (AnomalyCLIP, APRIL-GAN, ViP2)",
+}
+
+
+@dataclass
+class Picture:
+    """What a picture of one test image needs."""
+
+    image: Tensor
+    mask: Tensor
+    anomaly_map: Tensor
+    score: float
+    path: str
+    category: str
+    defect_type: str
+
+
+@dataclass
+class Results:
+    """Metrics per dataset and category, and their macro means.
+
+    Attributes:
+        per_category: ``{dataset: {category: {metric: value}}}``; an undefined metric is absent, never 0 or -1.
+        per_dataset: ``{dataset: {metric: mean over the categories where it is defined}}``.
+        mean: ``{metric: mean over datasets of per_dataset}`` (equal to per_dataset for one dataset).
+        undefined: ``{metric: ["dataset/category", ...]}`` where the metric was undefined (one class only).
+        counts: ``{dataset: {category: {"normal": n, "anomalous": n}}}``.
+        skipped: ``[{"path", "problem"}]`` samples the loader could not read (``on_bad_image: skip``).
+        pictures: Kept test images with maps, for overlays.
+    """
+
+    per_category: dict[str, dict[str, dict[str, float]]]
+    per_dataset: dict[str, dict[str, float]]
+    mean: dict[str, float]
+    undefined: dict[str, list[str]] = field(default_factory=dict)
+    counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    pictures: list[Picture] = field(default_factory=list)
+
+    def flat(self) -> dict[str, float]:
+        """``{"<dataset>/<category>/<metric>"}``, ``{"<dataset>/mean/<metric>"}`` and ``{"mean/<metric>"}``."""
+        flat = {
+            f"{d}/{c}/{m}": v for d, cats in self.per_category.items() for c, ms in cats.items() for m, v in ms.items()
+        }
+        flat.update({f"{d}/{MEAN}/{m}": v for d, ms in self.per_dataset.items() for m, v in ms.items()})
+        flat.update({f"{MEAN}/{m}": v for m, v in self.mean.items()})
+        return flat
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (without pictures), with the AUPRO definitions used."""
+        metrics = {m for ms in self.per_dataset.values() for m in ms}
+        return {
+            "per_category": self.per_category,
+            "per_dataset": self.per_dataset,
+            "mean": self.mean,
+            "undefined": self.undefined,
+            "counts": self.counts,
+            "skipped": self.skipped,
+            "aupro_variants": {k: v for k, v in AUPRO_VARIANTS.items() if k in metrics},
+        }
+
+    def table(self, digits: int = 1) -> str:
+        """Plain-text tables in percent: per dataset, one row per category and a mean row."""
+        blocks = []
+        for dataset, categories in self.per_category.items():
+            metrics = list(self.per_dataset.get(dataset, {})) or sorted({m for v in categories.values() for m in v})
+            rows = [[c, *(_percent(values.get(m), digits) for m in metrics)] for c, values in categories.items()]
+            rows.append([MEAN, *(_percent(self.per_dataset.get(dataset, {}).get(m), digits) for m in metrics)])
+            blocks.append(f"{dataset}\n{_format(['category', *metrics], rows)}")
+        if len(self.per_category) > 1:
+            metrics = list(self.mean)
+            rows = [[d, *(_percent(self.per_dataset[d].get(m), digits) for m in metrics)] for d in self.per_dataset]
+            rows.append([MEAN, *(_percent(self.mean.get(m), digits) for m in metrics)])
+            blocks.append(f"datasets\n{_format(['dataset', *metrics], rows)}")
+        legend = [f"{k}: {v}" for k, v in AUPRO_VARIANTS.items() if any(k in ms for ms in self.per_dataset.values())]
+        if self.skipped:
+            legend.append(f"skipped {len(self.skipped)} unreadable image(s); see results.json")
+        return "\n\n".join(blocks + (["\n".join(legend)] if legend else []))
+
+
+def _percent(value: float | None, digits: int) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
+
+
+def _format(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(v).rjust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def macro_mean(tables: list[dict[str, float]], names: list[str]) -> dict[str, float]:
+    """Mean of each metric over the tables that define it (absent metrics are left out, not counted as 0)."""
+    mean = {}
+    for name in names:
+        defined = [table[name] for table in tables if name in table]
+        if defined:
+            mean[name] = sum(defined) / len(defined)
+    return mean
