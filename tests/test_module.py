@@ -8,7 +8,7 @@ import torch
 
 from zsad import ZSADModule
 from zsad.backbones import TinyRandomBackbone
-from zsad.errors import CheckpointError
+from zsad.errors import CheckpointError, ConfigError
 from zsad.heads import DualBranchHead
 from zsad.losses import DiceLoss, FocalLoss, ImageCrossEntropy
 from zsad.prompts import StaticPrompt
@@ -103,3 +103,41 @@ def test_specs_rebuild_equal_components():
     assert rebuilt.prompt.n_ctx == 5
     assert rebuilt.backbone.vv_start_layer == 6
     assert [type(loss).__name__ for loss in rebuilt.losses] == ["ImageCrossEntropy", "FocalLoss", "DiceLoss"]
+
+
+class TermPrompt(StaticPrompt):
+    """A static prompt that also reports an unweighted loss term, as CoPS does."""
+
+    lr_scales = {"extra": 0.01}  # noqa: RUF012
+
+    def setup(self, text):
+        super().setup(text)
+        self.extra = torch.nn.Linear(2, 2)
+
+    def forward(self, features, text):
+        result = super().forward(features, text)
+        result.terms["center"] = self.extra.weight.pow(2).sum()
+        return result
+
+
+class CenterLoss(ImageCrossEntropy):
+    consumes = ("center",)
+
+    def value(self, scores, batch, text):
+        return text.terms["center"]
+
+
+def test_unconsumed_synthesizer_terms_are_refused(images):
+    module = ZSADModule(TinyRandomBackbone(), TermPrompt(deep_depth=1), DualBranchHead(), losses=[ImageCrossEntropy()])
+    with pytest.raises(ConfigError, match=r"computes the loss terms \['center'\], but no configured loss uses them"):
+        module.training_step(batch_of(images), 0)
+    module = ZSADModule(TinyRandomBackbone(), TermPrompt(deep_depth=1), DualBranchHead(), losses=[CenterLoss(3.0)])
+    loss = module.training_step(batch_of(images), 0)
+    torch.testing.assert_close(loss, 3.0 * module.prompt.extra.weight.pow(2).sum())
+
+
+def test_learning_rate_scales_make_parameter_groups():
+    module = ZSADModule(TinyRandomBackbone(), TermPrompt(deep_depth=1), DualBranchHead(), losses=[ImageCrossEntropy()])
+    optimizer = module.configure_optimizers()
+    rates = sorted((group["lr"], len(group["params"])) for group in optimizer.param_groups)
+    assert rates == [(pytest.approx(1e-5), 2), (pytest.approx(1e-3), 1)]  # extra.{weight,bias} at 0.01 x 1e-3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import lightning as L  # noqa: N812
@@ -31,6 +32,11 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 FROZEN_PREFIX = "backbone."
+
+
+def object_name(category: str) -> str:
+    """Category folder name to words for prompts: ``"metal_nut"`` -> ``"metal nut"``."""
+    return category.replace("_", " ").strip()
 
 
 def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -94,11 +100,22 @@ class ZSADModule(L.LightningModule):
 
     # ---------------------------------------------------------------- forward
     def extract_features(self, batch: dict[str, Any]) -> Features:
-        """Frozen-backbone features of a batch; replays ``batch["features"]`` when a cache supplied them."""
-        if "features" in batch:
-            return batch["features"]
-        with torch.no_grad():
-            return self.backbone(batch["image"])
+        """Backbone features of a batch; replays ``batch["features"]`` when a cache supplied them.
+
+        The frozen backbone runs without autograd, unless the prompt synthesizer feeds learned tokens into the
+        image tower (DAPO): then gradients must flow through it to those tokens.
+        """
+        features = batch.get("features")
+        if features is None:
+            vision_prompts = self.prompt.vision_prompts()
+            if vision_prompts is not None:
+                features = self.backbone(batch["image"], deep_prompts=vision_prompts)
+            else:
+                with torch.no_grad():
+                    features = self.backbone(batch["image"])
+        if "category" in batch and features.class_names is None:
+            features = replace(features, class_names=tuple(object_name(c) for c in batch["category"]))
+        return features
 
     def forward(self, images: Tensor) -> Scores:
         """Score normalised images ``[B, 3, H, W]``."""
@@ -118,8 +135,8 @@ class ZSADModule(L.LightningModule):
         if batch_size(batch) == 0:
             return None
         scores, text = self.score(self.extract_features(batch))
+        check_terms_consumed(text, self.losses)
         terms = {type(loss).__name__: loss(scores, batch, text) for loss in self.losses}
-        terms.update(text.aux_losses)
         if not terms:
             raise ConfigError("The model has no losses to train; give `losses` (e.g. image_ce, focal, dice).")
         total = torch.stack([t.float() for t in terms.values()]).sum()
@@ -130,14 +147,21 @@ class ZSADModule(L.LightningModule):
         return total
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Optimizer over the trainable parameters only."""
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        if not trainable:
+        """Optimizer over the trainable parameters only, with each component's learning-rate scales applied.
+
+        A component may set ``lr_scales = {"submodule": 0.01}`` (ViP2's FGP trains at 1/100 of the main rate); the
+        optimizer is built with the configured rate, then each group's rate is multiplied by its scale.
+        """
+        groups = parameter_groups({"prompt": self.prompt, "head": self.head, "losses": self.losses})
+        if not groups:
             raise ConfigError(
                 f"{type(self.prompt).__name__} with {type(self.head).__name__} has no trainable parameters; "
                 "use `zsad test` directly (training-free method)."
             )
-        return self.optimizer_factory(trainable)
+        optimizer = self.optimizer_factory(groups)
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
+        return optimizer
 
     # ---------------------------------------------------------------- evaluation
     def on_test_epoch_start(self) -> None:
@@ -203,6 +227,29 @@ class ZSADModule(L.LightningModule):
                 f"It was saved with components {checkpoint.get('hyper_parameters', {}).get('prompt')}; "
                 f"load it with ZSADModule.load_from_checkpoint(path) or the same config."
             )
+
+
+def check_terms_consumed(text: TextFeatures, losses: Iterable[Loss]) -> None:
+    """Refuse synthesizer loss terms that no configured loss weights: they would be silently ignored."""
+    consumed = {name for loss in losses for name in loss.consumes}
+    unused = sorted(set(text.terms) - consumed)
+    if unused:
+        raise ConfigError(
+            f"The prompt synthesizer computes the loss terms {unused}, but no configured loss uses them. Add the "
+            f"matching losses (see `zsad list`), or disable those terms in the synthesizer's options."
+        )
+
+
+def parameter_groups(components: dict[str, nn.Module]) -> list[dict[str, Any]]:
+    """Trainable parameters in optimizer groups: one per learning-rate scale found in ``lr_scales``."""
+    scaled: dict[float, list[nn.Parameter]] = {}
+    for component in components.values():
+        scales: dict[str, float] = getattr(component, "lr_scales", {})
+        for name, parameter in component.named_parameters():
+            if parameter.requires_grad:
+                scale = next((s for prefix, s in scales.items() if name.startswith(prefix + ".")), 1.0)
+                scaled.setdefault(scale, []).append(parameter)
+    return [{"params": params, "lr_scale": scale} for scale, params in scaled.items()]
 
 
 def _drop_frozen_state(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, local_metadata: Any) -> None:

@@ -26,6 +26,8 @@ class Features:
         layers: The 1-based transformer layer index of each entry of ``patch_tokens``.
         grid: Patch grid ``(rows, cols)``, with ``rows * cols == N``.
         vv_tokens: Same layout as ``patch_tokens`` but from the V-V (DPAM) path, or ``None`` when disabled.
+        class_names: Object name of each image (e.g. ``"metal nut"``) for methods whose prompts name the object
+            (WinCLIP); filled from the batch's categories by the module, ``None`` when unknown.
     """
 
     global_embedding: Tensor
@@ -33,6 +35,7 @@ class Features:
     layers: tuple[int, ...]
     grid: tuple[int, int]
     vv_tokens: tuple[Tensor, ...] | None = None
+    class_names: tuple[str, ...] | None = None
 
     @property
     def dense_tokens(self) -> tuple[Tensor, ...]:
@@ -60,14 +63,16 @@ class TextFeatures:
             place of ``embeddings`` for the matching layer.
         class_names: Names of the C classes, e.g. ``("normal", "anomaly")``.
         prototypes: Optional ``[B, K, D]`` visual prototypes (CoPS), for heads that weight by them.
-        aux_losses: Named loss terms the synthesizer computes itself (center losses, KL, ...), already weighted.
+        terms: Unweighted loss terms the synthesizer computes itself during training (CoPS's center losses, KL,
+            reconstruction). Registered losses weight them (their ``consumes``); the module refuses a term that no
+            configured loss consumes, so nothing is silently dropped.
     """
 
     embeddings: Tensor
     class_names: tuple[str, ...] = ("normal", "anomaly")
     per_layer: tuple[Tensor, ...] | None = None
     prototypes: Tensor | None = None
-    aux_losses: dict[str, Tensor] = field(default_factory=dict)
+    terms: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -89,12 +94,15 @@ class Scores:
         layer_probs: One ``[B, C, H, W]`` class-probability map per feature layer at image resolution,
             for the pixel losses.
         anomaly_map: ``[B, H, W]`` aggregated (and, in eval mode, smoothed) anomaly map.
+        class_map: Optional ``[B, H, W]`` index of the most likely anomalous class per pixel (1..C-1; DAPO's
+            defect type), for multi-class synthesizers.
     """
 
     image_logits: Tensor
     image_score: Tensor
     layer_probs: tuple[Tensor, ...]
     anomaly_map: Tensor
+    class_map: Tensor | None = None
 
 
 def map_tensors(record: Features, function: object) -> Features:

@@ -169,3 +169,18 @@ def test_resized_backbone_runs_at_a_new_input_size():
         features = bilinear(torch.randn(1, 3, 96, 96))
     assert features.grid == (12, 12)
     assert features.patch_tokens[0].shape == (1, 144, 32)
+
+
+def test_visual_deep_prompts_are_inserted_after_cls_and_left_out_of_patch_tokens(images):
+    from zsad.backbones import InsertDeepPrompts
+
+    backbone = TinyRandomBackbone(layers=(6, 24), vv_start_layer=6)
+    learned = [torch.randn(4, 64, requires_grad=True) for _ in range(24)]
+    features = backbone(images, deep_prompts=InsertDeepPrompts(learned, position=1, blend=0.01))
+    assert [t.shape for t in features.patch_tokens] == [torch.Size([2, 64, 32])] * 2  # 64 patches, 4 prompts cut
+    assert [t.shape for t in features.vv_tokens] == [torch.Size([2, 64, 32])] * 2
+    features.patch_tokens[-1].sum().backward()
+    assert learned[0].grad is not None and learned[10].grad.abs().sum() > 0
+    with torch.no_grad():
+        plain = backbone(images)
+    assert not torch.allclose(plain.patch_tokens[-1], features.patch_tokens[-1].detach())

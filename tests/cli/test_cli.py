@@ -142,3 +142,24 @@ def test_demo_with_the_tiny_random_backbone(workdir, capsys):
     assert metrics["warning"].startswith("RANDOM WEIGHTS")
     assert set(metrics["trained"]["per_category"]["synthetic"]) == {"checker", "grain", "ring", "capsule"}
     assert len(list((workdir / "demo" / "overlays").glob("*/*.png"))) == 8
+
+
+def test_zsad_test_on_real_mvtec_layout_data(workdir, capsys):
+    """`zsad test` on ../shared/data/mvtec_ad (bottle): per-category and mean table, results.json."""
+    from tests.conftest import shared_data
+
+    root = shared_data("mvtec_ad")
+    args = ["test", "-c", CONFIGS[0], "-c", CONFIGS[1], "-c", str(ROOT / "configs" / "data" / "mvtec.yaml"),
+            f"--data.init_args.root={root}", "--data.init_args.num_workers=0", "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false", "--trainer.default_root_dir=run"]  # fmt: skip
+    code, out = run(args, capsys)
+    assert code == 0, out
+    assert "mvtec" in out and "bottle" in out and "pixel_aupro" in out
+    document = json.loads(next((workdir / "run").rglob("results.json")).read_text())
+    assert document["counts"]["mvtec"]["bottle"] == {"normal": 20, "anomalous": 63}
+    assert set(document["per_category"]["mvtec"]["bottle"]) == {
+        "image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro",
+        "pixel_aupro_cflow",
+    }  # fmt: skip
+    assert document["protocol"]["targets"][0]["dataset"] == "mvtec"
+    assert document["environment"]["zsad"]

@@ -87,6 +87,19 @@ def test_cflow_equals_reference_loop(seed, rounded):
     assert value == pytest.approx(slow_aupro_cflow(scores, masks), abs=1e-6)
 
 
+def test_cflow_scores_next_to_the_thresholds():
+    # float32 scores at and one ulp around every float64 threshold: binarisation must be exactly score > t
+    thresholds = np.arange(0.0, 1.0, 1.0 / 200)
+    at = thresholds.astype(np.float32)
+    values = np.concatenate([at, np.nextafter(at, np.float32(-1)), np.nextafter(at, np.float32(2)), [0, 1]])
+    rng = np.random.default_rng(0)
+    scores = np.resize(rng.permutation(values.astype(np.float32)), (1, 25, 25))
+    masks = np.zeros((1, 25, 25), dtype=bool)
+    masks[0, 3:9, 4:12] = masks[0, 15:20, 15:24] = True
+    value = aupro_cflow(torch.from_numpy(scores), torch.from_numpy(masks))
+    assert value == pytest.approx(slow_aupro_cflow(scores, masks), abs=1e-12)
+
+
 def test_exact_hand_computed():
     # one 1x4 image: region {0, 1} scores 0.8 and 0.4, normal pixels 0.6 and 0.2 (N = 2, R = 1)
     scores = torch.tensor([[[0.8, 0.4, 0.6, 0.2]]])

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 from torch import Tensor, nn
 
-from zsad.backbones.text import TextEncoder
+from zsad.backbones.text import DeepPromptHook, TextEncoder
 from zsad.components import Component
 from zsad.structures import Features
 
@@ -23,8 +23,8 @@ class Backbone(Component, nn.Module, ABC):
     embed_dim: int
 
     @abstractmethod
-    def forward(self, images: Tensor) -> Features:
-        """Extract features from normalised ``[B, 3, H, W]`` images."""
+    def forward(self, images: Tensor, deep_prompts: DeepPromptHook | None = None) -> Features:
+        """Extract features from normalised ``[B, 3, H, W]`` images, optionally with learned visual tokens."""
 
     def train(self, mode: bool = True) -> Backbone:
         """Keep the frozen backbone in eval mode whatever the trainer asks."""

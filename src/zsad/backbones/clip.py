@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from zsad.backbones.base import Backbone
 from zsad.backbones.loading import create_clip
-from zsad.backbones.text import TextEncoder
+from zsad.backbones.text import DeepPromptHook, TextEncoder
 from zsad.backbones.vision import embed_patches, interpolate_pos_embed, run_blocks
 from zsad.errors import ConfigError
 from zsad.registry import BACKBONES
@@ -118,15 +118,21 @@ class CLIPBackbone(Backbone):
             )
         return size
 
-    def forward(self, images: Tensor) -> Features:
-        """Extract :class:`~zsad.structures.Features` from normalised ``[B, 3, H, W]`` images."""
+    def forward(self, images: Tensor, deep_prompts: DeepPromptHook | None = None) -> Features:
+        """Extract :class:`~zsad.structures.Features` from normalised ``[B, 3, H, W]`` images.
+
+        Args:
+            images: Normalised images at ``image_size``.
+            deep_prompts: Optional learned visual tokens (DAPO); the features then depend on trainable parameters.
+        """
         if tuple(images.shape[-2:]) != self.image_size:
             raise ConfigError(
                 f"Images are {tuple(images.shape[-2:])} but the backbone expects {self.image_size}. Set the "
                 f"datamodule's image_size to the backbone's image_size."
             )
         tokens = embed_patches(self.visual, images.to(self.pos_embed.dtype), self.pos_embed)
-        outputs = run_blocks(self.visual.transformer.resblocks, tokens, self.layers, self.vv_start_layer)
+        outputs = run_blocks(self.visual.transformer.resblocks, tokens, self.layers, self.vv_start_layer, deep_prompts)
+        self._prefix = 1 + (deep_prompts.inserted_tokens if deep_prompts is not None else 0)
         cls_token = outputs.final[:, 0]
         if self.global_ln_post:
             cls_token = self.visual.ln_post(cls_token)
@@ -142,7 +148,7 @@ class CLIPBackbone(Backbone):
         )
 
     def _patch_output(self, tokens: Tensor) -> Tensor:
-        patches = tokens[:, 1:]
+        patches = tokens[:, self._prefix :]  # CLS and any inserted visual prompt tokens come first
         if not self.project_patches:
             return patches
         return self.visual.ln_post(patches) @ self.visual.proj

@@ -21,6 +21,8 @@ import torch.nn.functional as F  # noqa: N812
 from einops import rearrange
 from torch import Tensor, nn
 
+from zsad.backbones.text import DeepPromptHook
+
 
 @dataclass
 class BlockOutputs:
@@ -71,7 +73,13 @@ def dual_path_attention(attn: nn.MultiheadAttention, normed: Tensor) -> tuple[Te
     return mixed[:batch], mixed[batch:]
 
 
-def run_blocks(blocks: nn.ModuleList, tokens: Tensor, layers: tuple[int, ...], vv_start: int | None) -> BlockOutputs:
+def run_blocks(
+    blocks: nn.ModuleList,
+    tokens: Tensor,
+    layers: tuple[int, ...],
+    vv_start: int | None,
+    deep_prompts: DeepPromptHook | None = None,
+) -> BlockOutputs:
     """Run the vision blocks, keeping q-k tokens at ``layers`` and V-V tokens from ``vv_start`` on.
 
     Args:
@@ -79,11 +87,15 @@ def run_blocks(blocks: nn.ModuleList, tokens: Tensor, layers: tuple[int, ...], v
         tokens: Output of :func:`embed_patches`.
         layers: 1-based layers whose outputs to keep.
         vv_start: 1-based first V-V block, or ``None`` for no V-V path.
+        deep_prompts: Optional hook that edits the q-k stream before each block (0-based index), e.g. DAPO's
+            visual tokens inserted after CLS. Inserted tokens stay in the returned tensors, right after CLS.
     """
     qk: dict[int, Tensor] = {}
     vv: dict[int, Tensor] = {}
     vv_stream: Tensor | None = None
     for index, block in enumerate(blocks, start=1):
+        if deep_prompts is not None:
+            tokens = deep_prompts.before_layer(index - 1, tokens)
         if vv_start is not None and index >= vv_start:
             if vv_stream is None:
                 vv_stream = tokens

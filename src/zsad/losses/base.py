@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -17,6 +17,9 @@ class Loss(Component, nn.Module, ABC):
     Args:
         weight: Multiplier applied to the value (e.g. 4 for AnomalyCLIP's pixel losses).
     """
+
+    consumes: ClassVar[tuple[str, ...]] = ()
+    """Names of :attr:`TextFeatures.terms <zsad.structures.TextFeatures.terms>` this loss weights."""
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()

@@ -88,7 +88,7 @@ def aupro_exact(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3) -> float 
         fpr_at = (groups.negative_above + groups.negative) / num_normal
         pro_at = groups.positive_above + groups.positive
         area += _clipped_trapezoids(fpr_above, fpr_at, groups.positive_above, pro_at, fpr_limit)
-    return area / fpr_limit
+    return min(area / fpr_limit, 1.0)  # float round-off can overshoot by an ulp
 
 
 def aupro_cflow(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3, num_thresholds: int = 200) -> float | None:
@@ -97,7 +97,7 @@ def aupro_cflow(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3, num_thres
     * Thresholds: ``np.arange(lo, hi, (hi - lo) / num_thresholds)`` on the category's global minimum ``lo`` and
       maximum ``hi``, in the maps' dtype, exactly the reference's call: normally ``num_thresholds`` values from
       ``lo`` up to one step below ``hi``, and, as there, one more when float rounding makes ``arange`` overshoot.
-    * Binarisation ``score > t`` (strict, as the reference's ``amaps > th``), compared in float64.
+    * Binarisation ``score > t`` (strict, as the reference's ``amaps > th``), with exact float64 semantics.
     * ``PRO(t)``: mean over all regions of all images of (region pixels above ``t``) / (region area);
       ``FPR(t)`` = (normal pixels above ``t``) / (all normal pixels).
     * Keep the thresholds with ``FPR < fpr_limit``, min-max rescale their FPRs to [0, 1] (by the observed minimum
@@ -166,7 +166,12 @@ def _cflow_thresholds(scores: Tensor, num_thresholds: int) -> Tensor | None:
     low, high = values.min(), values.max()
     if not high > low:
         return None
-    return torch.from_numpy(np.arange(low, high, (high - low) / num_thresholds).astype(np.float64))
+    thresholds = torch.from_numpy(np.arange(low, high, (high - low) / num_thresholds).astype(np.float64))
+    if scores.dtype != torch.float32:
+        return thresholds  # the scores are compared in float64
+    # float32 scores: x > t exactly when x > (the largest float32 <= t); comparing in float32 is faster
+    rounded = thresholds.float()
+    return torch.where(rounded.double() > thresholds, torch.nextafter(rounded, torch.tensor(-torch.inf)), rounded)
 
 
 def _counts_above(scores: Tensor, regions: Tensor, thresholds: Tensor, num_regions: int) -> Tensor:
@@ -175,10 +180,10 @@ def _counts_above(scores: Tensor, regions: Tensor, thresholds: Tensor, num_regio
     histogram = torch.zeros((num_regions + 1) * bins, dtype=torch.int64)
     flat_scores, flat_regions = scores.detach().cpu().reshape(-1), regions.reshape(-1)
     for start in range(0, flat_scores.numel(), PIXEL_CHUNK):
-        chunk = flat_scores[start : start + PIXEL_CHUNK].double()
+        chunk = flat_scores[start : start + PIXEL_CHUNK].to(thresholds.dtype)
         # right=False: the index is the number of thresholds strictly below the score, i.e. those with score > t
-        below = torch.bucketize(chunk, thresholds, right=False)
-        cell = flat_regions[start : start + PIXEL_CHUNK].long() * bins + below
+        cell = torch.bucketize(chunk, thresholds, right=False)
+        cell += flat_regions[start : start + PIXEL_CHUNK] * bins
         histogram += torch.bincount(cell, minlength=histogram.numel())
     histogram = histogram.view(num_regions + 1, bins)
     # a pixel is above threshold k when more than k thresholds lie below its score: suffix sums from bin k + 1

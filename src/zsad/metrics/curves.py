@@ -12,7 +12,7 @@ Why the sort looks unusual, for a 30-million-pixel category:
 * the sorted keys are reduced chunk by chunk into sums per tie group, so float64 arrays exist for one chunk of
   thresholds at a time only.
 
-Extra memory is therefore about 8 bytes per sample (the keys) plus one chunk's working set (~60 MB).
+Extra memory is therefore about 8 bytes per sample (the keys) plus one chunk's working set (~50-80 MB).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-CHUNK_SIZE = 1 << 21
+CHUNK_SIZE = 1 << 20
 """Sorted samples reduced at a time: bounds the float64 working set."""
 
 _LOW_31_BITS = 0x7FFF_FFFF

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 from torch import nn
 
-from zsad.backbones.text import TextEncoder
+from zsad.backbones.text import DeepPromptHook, TextEncoder
 from zsad.components import Component
 from zsad.structures import Features, TextFeatures
 
@@ -23,6 +23,10 @@ class PromptSynthesizer(Component, nn.Module, ABC):
 
     def setup(self, text: TextEncoder) -> None:
         """Create text-width-dependent parameters and buffers; called once by the module."""
+
+    def vision_prompts(self) -> DeepPromptHook | None:
+        """Learned tokens for the image tower (DAPO), or ``None``: then the frozen features can be cached."""
+        return None
 
     @abstractmethod
     def forward(self, features: Features, text: TextEncoder) -> TextFeatures:
