@@ -21,7 +21,7 @@ from zsad.data.datamodule import ZSADDataModule
 from zsad.errors import CheckpointError, ConfigError
 from zsad.heads.base import ScoringHead
 from zsad.losses.base import Loss
-from zsad.metrics.evaluator import Evaluator
+from zsad.metrics.evaluator import Evaluator, Resolution
 from zsad.metrics.pixel_state import PIXEL_METRIC_NAMES
 from zsad.metrics.results import Results
 from zsad.prompts.base import PromptSynthesizer
@@ -61,6 +61,8 @@ class ZSADModule(L.LightningModule):
         optimizer: Callable that builds the optimizer from the trainable parameters.
         max_pictures: How many test images per category keep their maps for pictures (0 keeps none).
         pixel_metrics: Pixel metrics to compute (both AUPRO variants by default); empty for image metrics only.
+        metric_resolution: ``"eval"`` (square evaluation size, as the reference repositories) or ``"native"``
+            (each image's own size).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class ZSADModule(L.LightningModule):
         optimizer: OptimizerCallable = default_optimizer,
         max_pictures: int = 0,
         pixel_metrics: Sequence[str] = PIXEL_METRIC_NAMES,
+        metric_resolution: Resolution = "eval",
     ) -> None:
         super().__init__()
         self.backbone: Backbone = build(backbone)
@@ -81,9 +84,10 @@ class ZSADModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.max_pictures = max_pictures
         self.pixel_metrics = list(pixel_metrics)
+        self.metric_resolution = metric_resolution
         self.prompt.setup(self.backbone.text)
         self.save_hyperparameters(self.component_specs(), ignore=["optimizer"])
-        self.evaluator = Evaluator(self.pixel_metrics)
+        self.evaluator = Evaluator(self.pixel_metrics, resolution=metric_resolution)
         self.register_state_dict_post_hook(_drop_frozen_state)
         self.register_load_state_dict_post_hook(_ignore_missing_frozen_state)
 
@@ -96,6 +100,7 @@ class ZSADModule(L.LightningModule):
             "losses": [loss.spec() for loss in self.losses],
             "max_pictures": self.max_pictures,
             "pixel_metrics": self.pixel_metrics,
+            "metric_resolution": self.metric_resolution,
         }
 
     # ---------------------------------------------------------------- forward

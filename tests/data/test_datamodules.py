@@ -17,7 +17,21 @@ from zsad.registry import DATAMODULES
 
 AUX = ["stripes", "disc"]
 TARGETS = ["checker", "ring"]
-KEYS = {"image", "mask", "label", "category", "defect_type", "path", "dataset", "index", "valid", "problem"}
+KEYS = {
+    "image",
+    "mask",
+    "label",
+    "category",
+    "defect_type",
+    "path",
+    "dataset",
+    "index",
+    "valid",
+    "problem",
+    "native_size",
+    "mask_path",
+    "mask_threshold",
+}
 
 
 def _module(root: Path, **kwargs) -> MVTecDataModule:

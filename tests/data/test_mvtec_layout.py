@@ -200,6 +200,9 @@ def test_dataset_items(synthetic_root: Path) -> None:
             "index",
             "valid",
             "problem",
+            "native_size",
+            "mask_path",
+            "mask_threshold",
         }
         assert item["image"].shape == (3, 48, 48)
         assert item["image"].dtype == torch.float32

@@ -49,7 +49,9 @@ def connected_regions(masks: Tensor) -> Tensor:
     return regions[0] if single else regions
 
 
-def aupro_exact(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3) -> float | None:
+def aupro_exact(
+    scores: Tensor, masks: Tensor | None, fpr_limit: float = 0.3, *, regions: Tensor | None = None
+) -> float | None:
     """Exact normalised AUPRO over all thresholds (anomalib>=2.3 style), computed with one sort.
 
     With regions ``r = 1..R`` (:func:`connected_regions` over all images of the category) and ``N`` normal pixels
@@ -69,12 +71,14 @@ def aupro_exact(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3) -> float 
         scores: ``[N, H, W]`` anomaly maps of one category.
         masks: ``[N, H, W]`` ground-truth masks, nonzero = anomalous.
         fpr_limit: Upper FPR bound of the integration, in (0, 1].
+        regions: Precomputed region ids of the same shape as ``scores`` (any shape, e.g. flattened maps of
+            images of different sizes; 0 = normal); then ``masks`` is ignored.
 
     Returns:
         The normalised area, or ``None`` if the category has no anomalous region or no normal pixel.
     """
     _check_limit(fpr_limit)
-    regions, sizes = _regions_and_sizes(scores, masks)
+    regions, sizes = _regions_and_sizes(scores, masks, regions)
     num_regions, num_normal = sizes.numel() - 1, float(sizes[0])
     if num_regions == 0 or num_normal == 0:
         return None
@@ -91,7 +95,14 @@ def aupro_exact(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3) -> float 
     return min(area / fpr_limit, 1.0)  # float round-off can overshoot by an ulp
 
 
-def aupro_cflow(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3, num_thresholds: int = 200) -> float | None:
+def aupro_cflow(
+    scores: Tensor,
+    masks: Tensor | None,
+    fpr_limit: float = 0.3,
+    num_thresholds: int = 200,
+    *,
+    regions: Tensor | None = None,
+) -> float | None:
     """AUPRO as the cflow-ad code (``cal_pro_score``) computes it, as copied by AnomalyCLIP, APRIL-GAN and ViP2-CLIP.
 
     * Thresholds: ``np.arange(lo, hi, (hi - lo) / num_thresholds)`` on the category's global minimum ``lo`` and
@@ -111,6 +122,7 @@ def aupro_cflow(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3, num_thres
         masks: ``[N, H, W]`` ground-truth masks, nonzero = anomalous.
         fpr_limit: FPR bound on the kept points.
         num_thresholds: Number of threshold steps between the minimum and the maximum.
+        regions: Precomputed region ids (see :func:`aupro_exact`); then ``masks`` is ignored.
 
     Returns:
         The area, or ``None`` where the reference gives NaN or fails: no anomalous region, no normal pixel, constant
@@ -119,7 +131,7 @@ def aupro_cflow(scores: Tensor, masks: Tensor, fpr_limit: float = 0.3, num_thres
     _check_limit(fpr_limit)
     if num_thresholds < 1:
         raise ConfigError(f"num_thresholds must be at least 1, got {num_thresholds}")
-    regions, sizes = _regions_and_sizes(scores, masks)
+    regions, sizes = _regions_and_sizes(scores, masks, regions)
     num_regions, num_normal = sizes.numel() - 1, float(sizes[0])
     thresholds = _cflow_thresholds(scores, num_thresholds)
     if num_regions == 0 or num_normal == 0 or thresholds is None:
@@ -140,11 +152,16 @@ def _check_limit(fpr_limit: float) -> None:
         raise ConfigError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
 
 
-def _regions_and_sizes(scores: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+def _regions_and_sizes(scores: Tensor, masks: Tensor | None, regions: Tensor | None) -> tuple[Tensor, Tensor]:
     """Region ids and pixel counts per id (index 0: normal pixels)."""
-    if scores.shape != masks.shape or scores.dim() not in (2, 3):
+    if regions is not None:
+        if regions.shape != scores.shape:
+            raise ValueError(f"regions {tuple(regions.shape)} must have the shape of scores {tuple(scores.shape)}")
+        return regions, torch.bincount(regions.reshape(-1).long(), minlength=1)
+    if masks is None or scores.shape != masks.shape or scores.dim() not in (2, 3):
         raise ValueError(
-            f"scores and masks must share one [N, H, W] shape, got {tuple(scores.shape)} and {tuple(masks.shape)}"
+            f"scores and masks must share one [N, H, W] shape, got {tuple(scores.shape)} and "
+            f"{None if masks is None else tuple(masks.shape)}"
         )
     regions = connected_regions(masks)
     return regions, torch.bincount(regions.reshape(-1), minlength=1)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from zsad.data.transforms import load_mask
 from zsad.metrics.curves import binary_metrics
 from zsad.metrics.image_state import ImageScoreStore
+from zsad.metrics.native_state import NativePixelStore, native_pixel_metrics
 from zsad.metrics.pixel_state import PIXEL_METRIC_NAMES, PixelScoreStore, compute_pixel_metrics
 from zsad.metrics.results import Picture, Results, macro_mean
 from zsad.structures import Scores
@@ -20,6 +24,7 @@ from zsad.structures import Scores
 IMAGE_METRIC_NAMES = ("image_auroc", "image_ap", "image_f1max")
 _CURVE_KEYS = {"image_auroc": "auroc", "image_ap": "average_precision", "image_f1max": "f1_max"}
 Group = tuple[str, str]
+Resolution = Literal["eval", "native"]
 
 
 class Evaluator(nn.Module):
@@ -35,22 +40,32 @@ class Evaluator(nn.Module):
             variants by default, each named in every table.
         fpr_limit: FPR limit of AUPRO.
         half_precision: Store maps as float16 (halves memory, lossy).
+        resolution: ``"eval"`` computes pixel metrics on the square evaluation-size maps and masks, as every
+            reference repository does; ``"native"`` upsamples each map (bilinear) to its image's own size and
+            compares it with the mask read from disk at that size.
     """
 
     def __init__(
-        self, pixel_metrics: Sequence[str] = PIXEL_METRIC_NAMES, fpr_limit: float = 0.3, half_precision: bool = False
+        self,
+        pixel_metrics: Sequence[str] = PIXEL_METRIC_NAMES,
+        fpr_limit: float = 0.3,
+        half_precision: bool = False,
+        resolution: Resolution = "eval",
     ) -> None:
         super().__init__()
         self.pixel_metrics = tuple(pixel_metrics)
         self.fpr_limit = fpr_limit
+        self.resolution = resolution
         self.images = ImageScoreStore()
         self.pixels = PixelScoreStore(half_precision=half_precision)
+        self.native = NativePixelStore()
         self.reset()
 
     def reset(self, groups: Sequence[Group] | None = None) -> None:
         """Forget everything; ``groups`` fixes the category ids (required for identical ids across processes)."""
         self.images.reset()
         self.pixels.reset()
+        self.native.reset()
         self.groups: list[Group] = sorted(set(groups or []))
         self._ids = {group: i for i, group in enumerate(self.groups)}
         self._pictures: dict[Group, list[Picture]] = defaultdict(list)
@@ -78,7 +93,11 @@ class Evaluator(nn.Module):
             start = sum(len(part) for part in self.images.scores)
             indices = torch.arange(start, start + size)
         self.images.update(scores.image_score, batch["label"], ids, indices)
-        if self.pixel_metrics:
+        if self.pixel_metrics and self.resolution == "native":
+            for i in range(size):
+                anomaly_map, mask = native_map_and_mask(scores.anomaly_map[i], batch, i)
+                self.native.update(anomaly_map, mask, int(ids[i]), int(indices[i]))
+        elif self.pixel_metrics:
             self.pixels.update(scores.anomaly_map.float(), batch["mask"], ids, indices)
         if keep_pictures:
             self._keep_pictures(scores, batch, datasets, keep_pictures)
@@ -105,7 +124,13 @@ class Evaluator(nn.Module):
     def compute(self) -> Results:
         """Metrics per (dataset, category), macro means per dataset and overall; undefined values left out."""
         image_scores = self.images.compute()
-        pixel_values = compute_pixel_metrics(self.pixels, None, self.pixel_metrics, self.fpr_limit)
+        if self.resolution == "native":
+            pixel_values = {
+                group: native_pixel_metrics(maps, masks, self.pixel_metrics, self.fpr_limit)
+                for group, (maps, masks) in self.native.compute().items()
+            }
+        else:
+            pixel_values = compute_pixel_metrics(self.pixels, None, self.pixel_metrics, self.fpr_limit)
         per_category: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
         counts: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
         undefined: dict[str, list[str]] = defaultdict(list)
@@ -134,6 +159,17 @@ class Evaluator(nn.Module):
             skipped=_gather_lists(self._skipped),
             pictures=[p for group in sorted(self._pictures) for p in self._pictures[group]],
         )
+
+
+def native_map_and_mask(anomaly_map: Tensor, batch: dict[str, Any], i: int) -> tuple[Tensor, Tensor]:
+    """Sample ``i``'s map upsampled to its image's size, and its mask read from disk at that size."""
+    height, width = (int(v) for v in batch["native_size"][i])
+    native = F.interpolate(anomaly_map[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)
+    mask_path = batch["mask_path"][i]
+    if not mask_path:
+        return native[0, 0], torch.zeros(height, width, dtype=torch.bool)
+    mask = load_mask(mask_path, int(batch["mask_threshold"][i]))
+    return native[0, 0], torch.from_numpy(np.asarray(mask) > 0)
 
 
 def _image_metrics(scores: Tensor, labels: Tensor) -> dict[str, float | None]:

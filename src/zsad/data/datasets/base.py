@@ -47,7 +47,8 @@ class AnomalyDataset(Dataset):
 
     Each item has ``image`` ``[3, S, S]``, ``mask`` ``[1, S, S]`` (zeros when there is no mask), ``label``,
     ``category``, ``defect_type``, ``path``, ``dataset``, ``index`` (position in ``records``, which identifies the
-    sample across processes) and ``valid``.
+    sample across processes), ``valid``, ``problem``, and for native-resolution metrics ``native_size`` (H, W),
+    ``mask_path`` (``""`` when none) and ``mask_threshold``.
 
     Args:
         records: The samples.
@@ -80,14 +81,15 @@ class AnomalyDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         try:
-            image, mask = self._load(record)
+            image, mask, native_size = self._load(record)
             problem = ""
         except DataError as error:
             if self.on_bad_image != "skip":
                 raise
             image = torch.zeros(3, self.image_size, self.image_size)
             mask = torch.zeros(1, self.image_size, self.image_size)
-            problem = str(error)
+            native_size, problem = (self.image_size, self.image_size), str(error)
+        threshold = self.mask_threshold if record.mask_threshold is None else record.mask_threshold
         return {
             "image": image,
             "mask": mask,
@@ -99,12 +101,16 @@ class AnomalyDataset(Dataset):
             "index": torch.tensor(index),
             "valid": torch.tensor(not problem),
             "problem": problem,
+            "native_size": torch.tensor(native_size),
+            "mask_path": str(record.mask_path or ""),
+            "mask_threshold": torch.tensor(threshold),
         }
 
-    def _load(self, record: SampleRecord) -> tuple[Tensor, Tensor]:
+    def _load(self, record: SampleRecord) -> tuple[Tensor, Tensor, tuple[int, int]]:
         picture = load_rgb(record.path)
+        native_size = (picture.height, picture.width)
         if record.mask_path is None:
-            return self.image_transform(picture), torch.zeros(1, self.image_size, self.image_size)
+            return self.image_transform(picture), torch.zeros(1, self.image_size, self.image_size), native_size
         threshold = self.mask_threshold if record.mask_threshold is None else record.mask_threshold
         mask = load_mask(record.mask_path, threshold)
         if mask.size != picture.size:
@@ -112,4 +118,4 @@ class AnomalyDataset(Dataset):
                 f"Mask '{record.mask_path}' is {mask.size[0]}x{mask.size[1]} but its image '{record.path}' is "
                 f"{picture.size[0]}x{picture.size[1]}. Replace the mask with one of the image's size."
             )
-        return self.image_transform(picture), self.mask_transform(mask)
+        return self.image_transform(picture), self.mask_transform(mask), native_size
