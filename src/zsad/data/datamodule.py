@@ -32,6 +32,7 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         mask_threshold: Source mask values above this are anomalous, for records that set no threshold.
         on_bad_image: ``"error"`` stops at an unreadable image or a mask of the wrong size; ``"skip"`` drops the
             sample and lists it in the results.
+        interpolation: Image resize interpolation, ``"bicubic"`` (the reference preprocessing) or ``"bilinear"``.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         num_workers: int = 4,
         mask_threshold: int = 0,
         on_bad_image: BadImagePolicy = "error",
+        interpolation: str = "bicubic",
     ) -> None:
         super().__init__()
         self.image_size = image_size
@@ -50,6 +52,7 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         self.num_workers = num_workers
         self.mask_threshold = mask_threshold
         self.on_bad_image = on_bad_image
+        self.interpolation = interpolation
 
     @abstractmethod
     def aux_records(self) -> list[SampleRecord]:
@@ -64,7 +67,9 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         """Which data trains and which is evaluated, as plain data for results files."""
 
     def _loader(self, records: list[SampleRecord], batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = AnomalyDataset(records, self.image_size, self.mask_threshold, on_bad_image=self.on_bad_image)
+        dataset = AnomalyDataset(
+            records, self.image_size, self.mask_threshold, self.interpolation, on_bad_image=self.on_bad_image
+        )
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -119,6 +124,7 @@ class BenchmarkDataModule(ZSADDataModule):
         num_workers: See :class:`ZSADDataModule`.
         mask_threshold: Source mask values above this are anomalous; ``None`` uses the benchmark's convention.
         on_bad_image: See :class:`ZSADDataModule`.
+        interpolation: See :class:`ZSADDataModule`.
     """
 
     benchmark: type[Benchmark]
@@ -136,9 +142,10 @@ class BenchmarkDataModule(ZSADDataModule):
         num_workers: int = 4,
         mask_threshold: int | None = None,
         on_bad_image: BadImagePolicy = "error",
+        interpolation: str = "bicubic",
     ) -> None:
         threshold = self.benchmark.mask_threshold if mask_threshold is None else mask_threshold
-        super().__init__(image_size, batch_size, eval_batch_size, num_workers, threshold, on_bad_image)
+        super().__init__(image_size, batch_size, eval_batch_size, num_workers, threshold, on_bad_image, interpolation)
         self.root = Path(root)
         self.dataset = self.benchmark(self.root)
         self.aux_categories = list(aux_categories or [])

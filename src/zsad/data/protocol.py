@@ -81,6 +81,7 @@ class ProtocolDataModule(ZSADDataModule):
         eval_batch_size: See :class:`~zsad.data.datamodule.ZSADDataModule`.
         num_workers: See :class:`~zsad.data.datamodule.ZSADDataModule`.
         on_bad_image: See :class:`~zsad.data.datamodule.ZSADDataModule`.
+        interpolation: See :class:`~zsad.data.datamodule.ZSADDataModule`.
     """
 
     def __init__(
@@ -94,8 +95,9 @@ class ProtocolDataModule(ZSADDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 4,
         on_bad_image: BadImagePolicy = "error",
+        interpolation: str = "bicubic",
     ) -> None:
-        super().__init__(image_size, batch_size, eval_batch_size, num_workers, 0, on_bad_image)
+        super().__init__(image_size, batch_size, eval_batch_size, num_workers, 0, on_bad_image, interpolation)
         self.aux = [s if isinstance(s, DataSource) else DataSource(**s) for s in aux]
         self.targets = [s if isinstance(s, DataSource) else DataSource(**s) for s in targets]
         self.name = name

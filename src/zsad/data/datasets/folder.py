@@ -320,6 +320,7 @@ class FolderDataModule(BenchmarkDataModule):
         mask_threshold: See :class:`~zsad.data.datamodule.BenchmarkDataModule` (``None``: 127 for JPEG masks, else
             0).
         on_bad_image: See :class:`~zsad.data.datamodule.ZSADDataModule`.
+        interpolation: See :class:`~zsad.data.datamodule.ZSADDataModule`.
     """
 
     benchmark = FolderBenchmark
@@ -343,6 +344,7 @@ class FolderDataModule(BenchmarkDataModule):
         num_workers: int = 4,
         mask_threshold: int | None = None,
         on_bad_image: BadImagePolicy = "error",
+        interpolation: str = "bicubic",
     ) -> None:
         super().__init__(
             root=root,
@@ -356,6 +358,7 @@ class FolderDataModule(BenchmarkDataModule):
             num_workers=num_workers,
             mask_threshold=mask_threshold,
             on_bad_image=on_bad_image,
+            interpolation=interpolation,
         )
         self.dataset = FolderBenchmark(
             self.root,
