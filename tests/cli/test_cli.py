@@ -163,3 +163,30 @@ def test_zsad_test_on_real_mvtec_layout_data(workdir, capsys):
     }  # fmt: skip
     assert document["protocol"]["targets"][0]["dataset"] == "mvtec"
     assert document["environment"]["zsad"]
+
+
+@pytest.mark.slow
+def test_protocol_over_every_real_subset(tmp_path, monkeypatch, capsys):
+    """configs/protocol/shared_subsets.yaml through `zsad test`: every real subset, undefined metrics left out."""
+    from tests.conftest import shared_data
+
+    shared_data("mvtec_ad")
+    monkeypatch.chdir(ROOT)  # the preset's roots are relative to the repository
+    monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["test", "-c", CONFIGS[0], "-c", CONFIGS[1], "-c", str(ROOT / "configs/protocol/shared_subsets.yaml"),
+            "-c", CONFIGS[3], "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'run'}",
+            "--model.pixel_metrics=[pixel_auroc, pixel_aupro]"]  # fmt: skip
+    code, out = run(args, capsys)
+    assert code == 0, out
+    document = json.loads(next((tmp_path / "run").rglob("results.json")).read_text())
+    assert document["counts"] == {
+        "brainmri": {"brainmri": {"normal": 98, "anomalous": 155}},
+        "headct": {"headct": {"normal": 50, "anomalous": 50}},
+        "kvasir": {"kvasir": {"normal": 0, "anomalous": 150}},
+        "mvtec": {"bottle": {"normal": 20, "anomalous": 63}},
+        "mvtec3d": {"tire": {"normal": 10, "anomalous": 29}},
+    }
+    assert "kvasir/kvasir" in document["undefined"]["image_auroc"]  # every image anomalous
+    assert "headct/headct" in document["undefined"]["pixel_auroc"]  # no masks
+    assert "image_auroc" not in document["per_dataset"]["kvasir"]
+    assert document["protocol"]["name"] == "synthetic_to_shared_subsets"
