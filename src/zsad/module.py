@@ -85,6 +85,8 @@ class ZSADModule(L.LightningModule):
         self.max_pictures = max_pictures
         self.pixel_metrics = list(pixel_metrics)
         self.metric_resolution = metric_resolution
+        self.prompt.setup_backbone(self.backbone)
+        self.head.setup_backbone(self.backbone)
         self.prompt.setup(self.backbone.text)
         self.save_hyperparameters(self.component_specs(), ignore=["optimizer"])
         self.evaluator = Evaluator(self.pixel_metrics, resolution=metric_resolution)
@@ -111,8 +113,13 @@ class ZSADModule(L.LightningModule):
         image tower (DAPO): then gradients must flow through it to those tokens.
         """
         features = batch.get("features")
+        vision_prompts = self.prompt.vision_prompts()
+        if features is not None and vision_prompts is not None:
+            raise ConfigError(
+                f"{type(self.prompt).__name__} feeds learned tokens into the image tower, so cached backbone "
+                "features would silently skip them. Turn the feature cache off for this method."
+            )
         if features is None:
-            vision_prompts = self.prompt.vision_prompts()
             if vision_prompts is not None:
                 features = self.backbone(batch["image"], deep_prompts=vision_prompts)
             else:

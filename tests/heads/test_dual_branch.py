@@ -73,3 +73,12 @@ def test_bad_head_arguments():
         DualBranchHead(temperature=0)
     with pytest.raises(ConfigError, match="sigma=-1 must be >= 0"):
         DualBranchHead(sigma=-1)
+
+
+def test_logits_stay_fp32_under_autocast():
+    features, text = make_inputs()
+    head = DualBranchHead().eval()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        scores = head(features, text, (16, 16))
+    assert scores.image_logits.dtype == torch.float32
+    assert scores.layer_probs[0].dtype == torch.float32

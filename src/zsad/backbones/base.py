@@ -21,6 +21,8 @@ class Backbone(Component, nn.Module, ABC):
     image_size: tuple[int, int]
     layers: tuple[int, ...]
     embed_dim: int
+    vision_width: int
+    """Token width of the image tower (1024 for ViT-L/14), the width of raw patch tokens."""
 
     @abstractmethod
     def forward(self, images: Tensor, deep_prompts: DeepPromptHook | None = None) -> Features:

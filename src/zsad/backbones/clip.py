@@ -71,6 +71,7 @@ class CLIPBackbone(Backbone):
         self.image_size = self._validate_image_size(image_size)
         self.grid = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
         self.embed_dim = int(self.visual.output_dim)
+        self.vision_width = int(self.visual.transformer.width)
         pos_embed = interpolate_pos_embed(
             self.visual.positional_embedding.detach(), tuple(self.visual.grid_size), self.grid, pos_interpolation
         )

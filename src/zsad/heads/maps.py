@@ -20,13 +20,14 @@ UpsampleMode = Literal["bilinear", "bicubic", "nearest"]
 def class_logits(embeddings: Tensor, text: Tensor, temperature: float) -> Tensor:
     """Cosine similarity / temperature between ``[B, ..., D]`` features and ``[B or 1, C, D]`` text: ``[B, ..., C]``.
 
-    Computed in fp32 so that softmaxes over 1/0.07-scaled cosines stay accurate under mixed precision.
+    Computed in fp32 so that softmaxes over 1/0.07-scaled cosines stay accurate under mixed precision: casting
+    the inputs is not enough, since autocast would run the einsum in half precision again.
     """
-    features = l2_normalize(embeddings.float())
-    text = l2_normalize(text.float())
-    if features.dim() == 2:
-        return torch.einsum("bd,bcd->bc", features, text.expand(features.shape[0], -1, -1)) / temperature
-    return torch.einsum("bnd,bcd->bnc", features, text.expand(features.shape[0], -1, -1)) / temperature
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        features = l2_normalize(embeddings.float())
+        text = l2_normalize(text.float()).expand(features.shape[0], -1, -1)
+        pattern = "bd,bcd->bc" if features.dim() == 2 else "bnd,bcd->bnc"
+        return torch.einsum(pattern, features, text) / temperature
 
 
 def patch_probabilities(

@@ -2,6 +2,7 @@
 
 from zsad.losses.base import Loss
 from zsad.losses.image import ImageCrossEntropy
+from zsad.losses.multiclass import MultiClassDiceLoss, MultiClassFocalLoss
 from zsad.losses.pixel import DiceLoss, FocalLoss
 
-__all__ = ["DiceLoss", "FocalLoss", "ImageCrossEntropy", "Loss"]
+__all__ = ["DiceLoss", "FocalLoss", "ImageCrossEntropy", "Loss", "MultiClassDiceLoss", "MultiClassFocalLoss"]

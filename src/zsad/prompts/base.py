@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 from torch import nn
 
+from zsad.backbones.base import Backbone
 from zsad.backbones.text import DeepPromptHook, TextEncoder
 from zsad.components import Component
 from zsad.structures import Features, TextFeatures
@@ -20,6 +21,9 @@ class PromptSynthesizer(Component, nn.Module, ABC):
 
     image_conditioned: bool = False
     """Whether the prompts depend on the image (then they cannot be computed once per evaluation)."""
+
+    def setup_backbone(self, backbone: Backbone) -> None:
+        """Read sizes from the backbone (e.g. the image tower's width); called once, before :meth:`setup`."""
 
     def setup(self, text: TextEncoder) -> None:
         """Create text-width-dependent parameters and buffers; called once by the module."""

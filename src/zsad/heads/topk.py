@@ -1,0 +1,107 @@
+"""Unified text-patch alignment: image score from the most anomalous patches of every layer (ViP2-CLIP, methods.md §4).
+
+Per layer, S are the raw cosines ``[B, N, C]`` between the L2-normalised patch tokens and that layer's text
+embeddings (``TextFeatures.per_layer`` when the synthesizer gives them, else the shared embeddings), and the patch
+probabilities are ``softmax(S / T)``. The image logits are the mean of the raw cosines of the top-k patches of every
+layer (ranked by anomaly probability, concatenated over layers) divided by T; the image score is their softmax's
+anomaly part. The global CLS feature is not used for scoring.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from einops import rearrange
+from torch import Tensor
+
+from zsad.errors import ConfigError
+from zsad.heads.base import ScoringHead
+from zsad.heads.maps import (
+    Aggregation,
+    UpsampleMode,
+    aggregate_layers,
+    anomaly_probability,
+    class_logits,
+    gaussian_smooth,
+    is_finite_positive,
+)
+from zsad.registry import HEADS
+from zsad.structures import Features, Scores, TextFeatures
+
+
+def top_patch_cosines(cosines: Tensor, ranking: Tensor, k: int) -> Tensor:
+    """Raw cosines ``[B, k', C]`` of the ``k' = min(k, N)`` patches with the highest ``ranking`` ``[B, N]``.
+
+    Ties are broken by the lower patch index (a stable descending sort). The official code calls ``torch.topk``
+    with ``sorted=False``, whose choice among tied patches PyTorch leaves unspecified; with 1,369 patches and
+    continuous probabilities exact ties essentially never happen. A ``k`` above the number of patches selects them
+    all (the official code would raise).
+    """
+    count = min(k, cosines.shape[1])
+    order = torch.sort(ranking, dim=1, descending=True, stable=True).indices[:, :count]
+    return cosines.gather(1, order.unsqueeze(-1).expand(-1, -1, cosines.shape[-1]))
+
+
+def upsample_probabilities(probs: Tensor, grid: tuple[int, int], image_size: tuple[int, int], mode: str) -> Tensor:
+    """``[B, N, C]`` patch probabilities to ``[B, C, H, W]`` maps at image size."""
+    maps = rearrange(probs, "b (h w) c -> b c h w", h=grid[0], w=grid[1])
+    align = False if mode in ("bilinear", "bicubic") else None
+    return F.interpolate(maps, size=image_size, mode=mode, align_corners=align)
+
+
+@HEADS.register("topk")
+class TopKHead(ScoringHead):
+    """ViP2-CLIP's UTPA: image score from the top-k most anomalous patches of every layer, mean map over layers.
+
+    Works with any synthesizer: per-layer text embeddings are used when present. With more than two classes the
+    patches are ranked by the total probability of the anomalous classes.
+
+    Args:
+        k: Patches kept per layer (official: 50). A ``k`` above the number of patches N keeps all N.
+        temperature: Softmax temperature over cosines (official: 0.07).
+        aggregation: How per-layer anomaly maps combine (official: ``"mean"``).
+        sigma: Gaussian smoothing of the final map at evaluation (official test default: 8); 0 disables it.
+        upsample: Interpolation of the patch probabilities to image size (official: bilinear).
+    """
+
+    def __init__(
+        self,
+        k: int = 50,
+        temperature: float = 0.07,
+        aggregation: Aggregation = "mean",
+        sigma: float = 8.0,
+        upsample: UpsampleMode = "bilinear",
+    ) -> None:
+        super().__init__()
+        if k < 1:
+            raise ConfigError(f"k={k} must be at least 1.")
+        if not is_finite_positive(temperature):
+            raise ConfigError(f"temperature={temperature} must be a positive number.")
+        if sigma < 0:
+            raise ConfigError(f"sigma={sigma} must be >= 0 (0 disables smoothing).")
+        self.k = k
+        self.temperature = temperature
+        self.aggregation = aggregation
+        self.sigma = sigma
+        self.upsample = upsample
+
+    def forward(self, features: Features, text: TextFeatures, image_size: tuple[int, int]) -> Scores:
+        """Score a batch."""
+        selected, layer_probs = [], []
+        for index, tokens in enumerate(features.dense_tokens):
+            # Autocast would run class_logits' einsum in half precision; 1/0.07-scaled softmaxes need fp32.
+            with torch.autocast(tokens.device.type, enabled=False):
+                cosines = class_logits(tokens, text.for_layer(index), 1.0)  # raw cosines [B, N, C]
+            probs = (cosines / self.temperature).softmax(dim=-1)
+            selected.append(top_patch_cosines(cosines, probs[..., 1:].sum(dim=-1), self.k))
+            layer_probs.append(upsample_probabilities(probs, features.grid, image_size, self.upsample))
+        image_logits = torch.cat(selected, dim=1).mean(dim=1) / self.temperature
+        anomaly_map = aggregate_layers([anomaly_probability(p) for p in layer_probs], self.aggregation)
+        if not self.training:
+            anomaly_map = gaussian_smooth(anomaly_map, self.sigma)
+        return Scores(
+            image_logits=image_logits,
+            image_score=anomaly_probability(image_logits.softmax(dim=-1)),
+            layer_probs=tuple(layer_probs),
+            anomaly_map=anomaly_map,
+        )
