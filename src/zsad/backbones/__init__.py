@@ -5,6 +5,7 @@ from zsad.backbones.clip import CLIPBackbone, TinyRandomBackbone
 from zsad.backbones.loading import create_clip
 from zsad.backbones.text import InsertDeepPrompts, OverwriteDeepPrompts, TextEncoder
 from zsad.backbones.tiny import register_tiny_configs
+from zsad.backbones.windows import WinCLIPBackbone, WindowFeatures
 
 register_tiny_configs()
 
@@ -15,6 +16,8 @@ __all__ = [
     "OverwriteDeepPrompts",
     "TextEncoder",
     "TinyRandomBackbone",
+    "WinCLIPBackbone",
+    "WindowFeatures",
     "create_clip",
     "register_tiny_configs",
 ]
