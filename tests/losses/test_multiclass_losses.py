@@ -9,7 +9,6 @@ from zsad.errors import ConfigError
 from zsad.losses import DiceLoss, FocalLoss
 from zsad.losses.multiclass import (
     DEFECT_ALIASES,
-    MultiClassDiceLoss,
     MultiClassFocalLoss,
     match_defect_class,
 )
@@ -49,7 +48,6 @@ def literal_focal(probs, target_vectors):
 
 def test_registered():
     assert LOSSES.get("multiclass_focal") is MultiClassFocalLoss
-    assert LOSSES.get("multiclass_dice") is MultiClassDiceLoss
 
 
 @pytest.mark.parametrize(
@@ -120,7 +118,8 @@ def test_extra_aliases():
     torch.testing.assert_close(loss, sum(focal_loss_on_probs(p, ids.long()) for p in scores.layer_probs))
 
 
-def test_dice_terms_on_normal_and_summed_defect_channels():
+def test_binary_dice_is_dapos_dice_on_normal_and_summed_defect_channels():
+    """DAPO's two Dice terms use the summed defect channels; under a softmax that is 1 - p_normal: `dice`."""
     scores, batch = make_scores(), make_batch(["hole", "hole"])
     gt = batch["mask"][:, 0]
 
@@ -128,6 +127,4 @@ def test_dice_terms_on_normal_and_summed_defect_channels():
         return torch.stack([1 - (2 * (p[b] * g[b]).sum() + 1) / (p[b].sum() + g[b].sum() + 1) for b in range(2)]).mean()
 
     expected = sum(dice(p[:, 0], 1 - gt) + dice(p[:, 1] + p[:, 2] + p[:, 3], gt) for p in scores.layer_probs)
-    ours = MultiClassDiceLoss(weight=4.0)(scores, batch, text_of(NAMES))
-    torch.testing.assert_close(ours, 4.0 * expected)
-    torch.testing.assert_close(ours, DiceLoss(weight=4.0)(scores, batch, text_of(NAMES)))
+    torch.testing.assert_close(DiceLoss(weight=4.0)(scores, batch, text_of(NAMES)), 4.0 * expected)

@@ -16,7 +16,8 @@ from zsad.cli import main
 from zsad.errors import ConfigError
 from zsad.heads.multiclass import MultiClassHead
 from zsad.losses import ImageCrossEntropy
-from zsad.losses.multiclass import MultiClassDiceLoss, MultiClassFocalLoss
+from zsad.losses.multiclass import MultiClassFocalLoss
+from zsad.losses.pixel import DiceLoss
 from zsad.prompts.dapo import DEFECT_VOCABULARIES, MVTEC_DEFECT_WORDS, DAPOPrompt
 from zsad.registry import PROMPTS
 
@@ -187,7 +188,7 @@ def make_module(backbone):
     torch.manual_seed(0)
     module = ZSADModule(backbone=backbone, prompt=config["prompt"], head=config["head"], losses=config["losses"])
     assert isinstance(module.prompt, DAPOPrompt) and isinstance(module.head, MultiClassHead)
-    assert [type(loss) for loss in module.losses] == [ImageCrossEntropy, MultiClassFocalLoss, MultiClassDiceLoss]
+    assert [type(loss) for loss in module.losses] == [ImageCrossEntropy, MultiClassFocalLoss, DiceLoss]
     assert [loss.weight for loss in module.losses] == [1.0, 4.0, 4.0]
     return module
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from zsad.errors import ConfigError
 from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
     Aggregation,
     UpsampleMode,
     aggregate_layers,
     anomaly_probability,
+    check_temperature_and_sigma,
     class_logits,
     gaussian_smooth,
-    is_finite_positive,
     patch_probabilities,
 )
 from zsad.registry import HEADS
@@ -37,10 +36,7 @@ class DualBranchHead(ScoringHead):
         upsample: UpsampleMode = "bilinear",
     ) -> None:
         super().__init__()
-        if not is_finite_positive(temperature):
-            raise ConfigError(f"temperature={temperature} must be a positive number.")
-        if sigma < 0:
-            raise ConfigError(f"sigma={sigma} must be >= 0 (0 disables smoothing).")
+        check_temperature_and_sigma(temperature, sigma)
         self.temperature = temperature
         self.aggregation = aggregation
         self.sigma = sigma

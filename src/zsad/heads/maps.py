@@ -11,6 +11,7 @@ from einops import rearrange, reduce
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
+from zsad.errors import ConfigError
 from zsad.structures import l2_normalize
 
 Aggregation = Literal["sum", "mean"]
@@ -68,3 +69,15 @@ def gaussian_smooth(maps: Tensor, sigma: float, truncate: float = 4.0) -> Tensor
 def is_finite_positive(value: float) -> bool:
     """Whether ``value`` is a finite positive number."""
     return math.isfinite(value) and value > 0
+
+
+def check_temperature_and_sigma(temperature: float, sigma: float) -> None:
+    """Validate the two options every scoring head shares.
+
+    Raises:
+        ConfigError: A non-positive temperature or a negative smoothing sigma.
+    """
+    if not is_finite_positive(temperature):
+        raise ConfigError(f"temperature={temperature} must be a positive number.")
+    if sigma < 0:
+        raise ConfigError(f"sigma={sigma} must be >= 0 (0 disables smoothing).")

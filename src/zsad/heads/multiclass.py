@@ -14,9 +14,9 @@ from zsad.heads.maps import (
     Aggregation,
     UpsampleMode,
     aggregate_layers,
+    check_temperature_and_sigma,
     class_logits,
     gaussian_smooth,
-    is_finite_positive,
     patch_probabilities,
 )
 from zsad.registry import HEADS
@@ -86,10 +86,7 @@ class MultiClassHead(ScoringHead):
         class_threshold: float = 0.5,
     ) -> None:
         super().__init__()
-        if not is_finite_positive(temperature):
-            raise ConfigError(f"temperature={temperature} must be a positive number.")
-        if sigma < 0:
-            raise ConfigError(f"sigma={sigma} must be >= 0 (0 disables smoothing).")
+        check_temperature_and_sigma(temperature, sigma)
         if linear_maps and (not layers or min(vision_width or 1, embed_dim or 1) < 1):
             raise ConfigError(f"layers={list(layers)}, vision_width and embed_dim must be non-empty and positive.")
         self.temperature = temperature

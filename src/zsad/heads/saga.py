@@ -20,7 +20,13 @@ from torch import Tensor
 
 from zsad.errors import ConfigError
 from zsad.heads.base import ScoringHead
-from zsad.heads.maps import Aggregation, UpsampleMode, class_logits, gaussian_smooth, is_finite_positive
+from zsad.heads.maps import (
+    Aggregation,
+    UpsampleMode,
+    check_temperature_and_sigma,
+    class_logits,
+    gaussian_smooth,
+)
 from zsad.prompts.cops.ests import average_neighbor, check_kernel, prototype_distances
 from zsad.registry import HEADS
 from zsad.structures import Features, Scores, TextFeatures
@@ -106,10 +112,7 @@ class SAGAHead(ScoringHead):
         upsample: UpsampleMode = "nearest",
     ) -> None:
         super().__init__()
-        if not is_finite_positive(temperature):
-            raise ConfigError(f"temperature={temperature} must be a positive number.")
-        if sigma < 0:
-            raise ConfigError(f"sigma={sigma} must be >= 0 (0 disables smoothing).")
+        check_temperature_and_sigma(temperature, sigma)
         self.preset = preset
         constants = resolve_constants(preset, {"alpha": alpha, "beta": beta, "neighbor_kernel": neighbor_kernel})
         self.alpha, self.beta = float(constants["alpha"]), float(constants["beta"])

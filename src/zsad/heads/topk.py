@@ -21,9 +21,9 @@ from zsad.heads.maps import (
     UpsampleMode,
     aggregate_layers,
     anomaly_probability,
+    check_temperature_and_sigma,
     class_logits,
     gaussian_smooth,
-    is_finite_positive,
 )
 from zsad.registry import HEADS
 from zsad.structures import Features, Scores, TextFeatures
@@ -75,10 +75,7 @@ class TopKHead(ScoringHead):
         super().__init__()
         if k < 1:
             raise ConfigError(f"k={k} must be at least 1.")
-        if not is_finite_positive(temperature):
-            raise ConfigError(f"temperature={temperature} must be a positive number.")
-        if sigma < 0:
-            raise ConfigError(f"sigma={sigma} must be >= 0 (0 disables smoothing).")
+        check_temperature_and_sigma(temperature, sigma)
         self.k = k
         self.temperature = temperature
         self.aggregation = aggregation

@@ -3,7 +3,7 @@
 from zsad.losses.base import Loss
 from zsad.losses.cops import CenterLoss, KLLoss, ReconstructionLoss
 from zsad.losses.image import ImageCrossEntropy
-from zsad.losses.multiclass import MultiClassDiceLoss, MultiClassFocalLoss
+from zsad.losses.multiclass import MultiClassFocalLoss
 from zsad.losses.pixel import DiceLoss, FocalLoss
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "ImageCrossEntropy",
     "KLLoss",
     "Loss",
-    "MultiClassDiceLoss",
     "MultiClassFocalLoss",
     "ReconstructionLoss",
 ]

@@ -25,7 +25,6 @@ from torch import Tensor
 
 from zsad.errors import ConfigError
 from zsad.losses.base import Loss, pixel_targets
-from zsad.losses.pixel import dice_loss
 from zsad.registry import LOSSES
 from zsad.structures import Scores, TextFeatures
 
@@ -128,17 +127,3 @@ class MultiClassFocalLoss(Loss):
         targets = anomalous_targets(defect_types, text.class_names, self.aliases, self.unknown_defect)
         targets = targets.to(mask.device)
         return sum(multiclass_focal_on_probs(p.float(), mask, targets, self.gamma) for p in scores.layer_probs)
-
-
-@LOSSES.register("multiclass_dice")
-class MultiClassDiceLoss(Loss):
-    """Dice(normal channel, 1 - mask) + Dice(sum of defect channels, mask) on each layer, summed (DAPO)."""
-
-    def value(self, scores: Scores, batch: dict[str, Any], text: TextFeatures) -> Tensor:
-        """Sum over layers of both Dice terms."""
-        target = pixel_targets(batch)
-        total = torch.zeros((), device=target.device)
-        for probs in scores.layer_probs:
-            probs = probs.float()
-            total = total + dice_loss(probs[:, 0], 1.0 - target) + dice_loss(probs[:, 1:].sum(dim=1), target)
-        return total
