@@ -71,8 +71,8 @@ def held_out_metrics(trainer: L.Trainer, model: L.LightningModule, data: L.Light
 
 def run_method(method: str, seed: int, epochs: int, cache: Path, workdir: Path) -> Run:
     """Build with ``seed``, test, train ``epochs`` epochs on the auxiliary categories, test again."""
-    L.seed_everything(seed, verbose=False)
-    model, data = build(METHODS[method], cache, ["--model.pixel_metrics=[pixel_auroc]"])
+    # the method configs set seed_everything themselves, so the seed must go through the CLI
+    model, data = build(METHODS[method], cache, [f"--seed_everything={seed}", "--model.pixel_metrics=[pixel_auroc]"])
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(workdir),
