@@ -86,9 +86,9 @@ class TopKHead(ScoringHead):
         """Score a batch."""
         selected, layer_probs = [], []
         for index, tokens in enumerate(features.dense_tokens):
-            # Autocast would run class_logits' einsum in half precision; 1/0.07-scaled softmaxes need fp32.
-            with torch.autocast(tokens.device.type, enabled=False):
-                cosines = class_logits(tokens, text.for_layer(index), 1.0)  # raw cosines [B, N, C]
+            cosines = class_logits(
+                tokens, text.for_layer(index), 1.0
+            )  # raw fp32 cosines [B, N, C], even under autocast
             probs = (cosines / self.temperature).softmax(dim=-1)
             selected.append(top_patch_cosines(cosines, probs[..., 1:].sum(dim=-1), self.k))
             layer_probs.append(upsample_probabilities(probs, features.grid, image_size, self.upsample))
