@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from zsad import ZSADModule
 from zsad.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +83,11 @@ def test_fit_then_test_from_the_checkpoint(workdir, capsys):
     assert code == 0, out
     checkpoint = workdir / "runs" / "smoke" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
+    # a CLI-built checkpoint holds plain specs and reloads in plain Python without unsafe pickle
+    reloaded = ZSADModule.load_from_checkpoint(checkpoint, weights_only=True)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert torch.equal(reloaded.prompt.context, saved["state_dict"]["prompt.context"])
+    assert set(saved["state_dict"]) == {"prompt.context", "prompt.deep"}
     code, out = run(
         ["test", *config_args(), f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false"], capsys
     )
