@@ -133,7 +133,6 @@ class CLIPBackbone(Backbone):
             )
         tokens = embed_patches(self.visual, images.to(self.pos_embed.dtype), self.pos_embed)
         outputs = run_blocks(self.visual.transformer.resblocks, tokens, self.layers, self.vv_start_layer, deep_prompts)
-        self._prefix = 1 + (deep_prompts.inserted_tokens if deep_prompts is not None else 0)
         cls_token = outputs.final[:, 0]
         if self.global_ln_post:
             cls_token = self.visual.ln_post(cls_token)
@@ -149,7 +148,8 @@ class CLIPBackbone(Backbone):
         )
 
     def _patch_output(self, tokens: Tensor) -> Tensor:
-        patches = tokens[:, self._prefix :]  # CLS and any inserted visual prompt tokens come first
+        # the patches are the last rows x cols tokens: CLS and any inserted visual prompt tokens come first
+        patches = tokens[:, -self.grid[0] * self.grid[1] :]
         if not self.project_patches:
             return patches
         return self.visual.ln_post(patches) @ self.visual.proj
