@@ -77,25 +77,27 @@ class Results:
         blocks = []
         for dataset, categories in self.per_category.items():
             metrics = list(self.per_dataset.get(dataset, {})) or sorted({m for v in categories.values() for m in v})
-            rows = [[c, *(_percent(values.get(m), digits) for m in metrics)] for c, values in categories.items()]
-            rows.append([MEAN, *(_percent(self.per_dataset.get(dataset, {}).get(m), digits) for m in metrics)])
-            blocks.append(f"{dataset}\n{_format(['category', *metrics], rows)}")
+            rows = [[c, *(percent(values.get(m), digits) for m in metrics)] for c, values in categories.items()]
+            rows.append([MEAN, *(percent(self.per_dataset.get(dataset, {}).get(m), digits) for m in metrics)])
+            blocks.append(f"{dataset}\n{format_table(['category', *metrics], rows)}")
         if len(self.per_category) > 1:
             metrics = list(self.mean)
-            rows = [[d, *(_percent(self.per_dataset[d].get(m), digits) for m in metrics)] for d in self.per_dataset]
-            rows.append([MEAN, *(_percent(self.mean.get(m), digits) for m in metrics)])
-            blocks.append(f"datasets\n{_format(['dataset', *metrics], rows)}")
+            rows = [[d, *(percent(self.per_dataset[d].get(m), digits) for m in metrics)] for d in self.per_dataset]
+            rows.append([MEAN, *(percent(self.mean.get(m), digits) for m in metrics)])
+            blocks.append(f"datasets\n{format_table(['dataset', *metrics], rows)}")
         legend = [f"{k}: {v}" for k, v in AUPRO_VARIANTS.items() if any(k in ms for ms in self.per_dataset.values())]
         if self.skipped:
             legend.append(f"skipped {len(self.skipped)} unreadable image(s); see results.json")
         return "\n\n".join(blocks + (["\n".join(legend)] if legend else []))
 
 
-def _percent(value: float | None, digits: int) -> str:
+def percent(value: float | None, digits: int = 1) -> str:
+    """A metric in percent, or ``n/a`` when undefined."""
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
 
 
-def _format(header: list[str], rows: list[list[str]]) -> str:
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Right-aligned plain-text columns with a rule under the header."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(v).rjust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     lines.insert(1, "-" * len(lines[0]))

@@ -19,7 +19,7 @@ from zsad.backbones import Backbone, CLIPBackbone, TinyRandomBackbone
 from zsad.data.synthetic import SyntheticDataModule
 from zsad.heads import DualBranchHead
 from zsad.losses import DiceLoss, FocalLoss, ImageCrossEntropy
-from zsad.metrics.results import Results
+from zsad.metrics.results import Results, format_table, percent
 from zsad.module import ZSADModule
 from zsad.prompts import StaticPrompt
 from zsad.viz.pictures import save_pictures
@@ -78,14 +78,8 @@ def build_module(backbone: Backbone, pictures: int) -> ZSADModule:
 
 def comparison_table(before: Results, after: Results) -> str:
     """Mean metrics before and after training, in percent."""
-    names = list(after.mean)
-    width = max(len(n) for n in names)
-    lines = [f"{'metric'.ljust(width)}  untrained  trained", "-" * (width + 20)]
-    for name in names:
-        lines.append(
-            f"{name.ljust(width)}  {100 * before.mean.get(name, float('nan')):9.1f}  {100 * after.mean[name]:7.1f}"
-        )
-    return "\n".join(lines)
+    rows = [[name, percent(before.mean.get(name)), percent(value)] for name, value in after.mean.items()]
+    return format_table(["metric", "untrained", "trained"], rows)
 
 
 def demo_main(argv: list[str]) -> int:
