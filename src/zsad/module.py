@@ -17,7 +17,6 @@ from zsad import __version__
 from zsad.backbones.base import Backbone
 from zsad.components import build
 from zsad.data.batch import batch_size, split_valid
-from zsad.data.datamodule import ZSADDataModule
 from zsad.errors import CheckpointError, ConfigError
 from zsad.heads.base import ScoringHead
 from zsad.losses.base import Loss
@@ -181,11 +180,14 @@ class ZSADModule(L.LightningModule):
         self.evaluator.reset(self._target_groups())
 
     def _target_groups(self) -> list[tuple[str, str]] | None:
-        """(dataset, category) of every target sample, so that every process numbers categories alike."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not isinstance(datamodule, ZSADDataModule):
-            return None
-        return sorted({(r.dataset, r.category) for r in datamodule.target_records()})
+        """(dataset, category) of every sample the running loop will see, so that every process numbers them alike.
+
+        Read from the active loaders' datasets (each process holds the whole dataset; only the sampler splits it).
+        """
+        loaders = self.trainer.test_dataloaders if self.trainer.testing else self.trainer.val_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        records = [r for loader in loaders if loader is not None for r in getattr(loader.dataset, "records", [])]
+        return sorted({(r.dataset, r.category) for r in records}) or None
 
     on_validation_epoch_start = on_test_epoch_start
 
