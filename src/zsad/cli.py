@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
@@ -19,6 +20,11 @@ from zsad.registry import REGISTRIES
 from zsad.workflow.results import ResultsWriter
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+# Non-Lightning commands: name -> "module:function" taking the remaining argv and returning an exit status.
+# Imported lazily so that `zsad fit` does not pay for every tool's imports.
+TOOLS: dict[str, str] = {
+    "demo": "zsad.workflow.demo:demo_main",
+}
 HELP = f"""usage: zsad <command> [options]
 
 zsad {zsad.__version__}: CLIP-based zero-shot anomaly detection.
@@ -78,6 +84,12 @@ def list_components() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def tool(command: str) -> Callable[[list[str]], int]:
+    """The entry function of a non-Lightning command."""
+    module, function = TOOLS[command].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
 # zsad rewrites argv (registry names) before handing it over, so passing `args` is intended here.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
@@ -94,12 +106,10 @@ def run_cli(argv: list[str]) -> int:
     if command == "list":
         print(list_components(), end="")
         return 0
-    if command == "demo":
-        from zsad.workflow.demo import demo_main
-
-        return demo_main(rest)
+    if command in TOOLS:
+        return tool(command)(rest)
     if command not in LIGHTNING_VERBS:
-        print(f"zsad: error: unknown command '{command}'. Commands: {', '.join([*LIGHTNING_VERBS, 'list', 'demo'])}.")
+        print(f"zsad: error: unknown command '{command}'. Commands: {', '.join([*LIGHTNING_VERBS, 'list', *TOOLS])}.")
         return 2
     install_loader()
     ZSADCLI(args=translate_argv(argv))
