@@ -7,6 +7,7 @@ datamodules); third-party ones arrive through the ``zsad.plugins`` entry-point g
 __version__ = "0.1.0"
 
 from zsad import backbones, data, heads, losses, prompts
+from zsad.inference import load
 from zsad.module import ZSADModule
 
-__all__ = ["ZSADModule", "__version__", "backbones", "data", "heads", "losses", "prompts"]
+__all__ = ["ZSADModule", "__version__", "backbones", "data", "heads", "load", "losses", "prompts"]

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 
 import zsad
@@ -17,13 +18,18 @@ from zsad.errors import ZSADError
 from zsad.module import ZSADModule
 from zsad.plugins import load_plugins
 from zsad.registry import REGISTRIES
+from zsad.workflow.checkpointing import resumable_trainer_options
 from zsad.workflow.results import ResultsWriter
+from zsad.workflow.tracking import TrackingSaveConfig
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 # Non-Lightning commands: name -> "module:function" taking the remaining argv and returning an exit status.
 # Imported lazily so that `zsad fit` does not pay for every tool's imports.
 TOOLS: dict[str, str] = {
     "demo": "zsad.workflow.demo:demo_main",
+    "grid": "zsad.workflow.grid.command:grid_main",
+    "report": "zsad.workflow.report.command:report_main",
+    "export": "zsad.workflow.export:export_main",
 }
 HELP = f"""usage: zsad <command> [options]
 
@@ -33,11 +39,14 @@ Training and evaluation (LightningCLI; compose configs with several -c files):
   fit        train the prompts on the auxiliary data
   validate   evaluate the target categories
   test       evaluate the target categories, print the table and write results.json
-  predict    score the target images
+  predict    score the target images; with --images, any folder: predict --ckpt C --images DIR --out O
 
 Tools:
   list       every registered component, with a one-line description
   demo       train on synthetic categories, test on held-out ones, write metrics.json and pictures
+  grid       run an ablation grid (configs x seeds x hyper-parameters): fit and test each run, resumable
+  report     paper tables (markdown, LaTeX, CSV), significance tests and plots from finished runs
+  export     a model with image-independent prompts as one ONNX graph: export --ckpt C --format onnx --out M
 
 Run `zsad <command> --help` for the options of a command, e.g. `zsad fit --help`.
 Example:
@@ -59,6 +68,7 @@ class ZSADCLI(LightningCLI):
             subclass_mode_model=False,
             subclass_mode_data=True,
             parser_kwargs={"parser_mode": PARSER_MODE},
+            save_config_callback=TrackingSaveConfig,  # config.yaml, plus the config and test results to loggers
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
             args=list(args) if args is not None else None,
@@ -69,6 +79,11 @@ class ZSADCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         """Always attach the results writer (configurable as ``--results.filename``)."""
         parser.add_lightning_class_args(ResultsWriter, "results")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The configured trainer, plus atomic checkpoint writes and saved random states (exact resuming)."""
+        kwargs = {**resumable_trainer_options(self._get(self.config_init, "trainer", default={})), **kwargs}
+        return super().instantiate_trainer(**kwargs)
 
 
 def list_components() -> str:
@@ -108,6 +123,8 @@ def run_cli(argv: list[str]) -> int:
         return 0
     if command in TOOLS:
         return tool(command)(rest)
+    if command == "predict" and any(arg.split("=", 1)[0] == "--images" for arg in rest):  # any folder, no datamodule
+        return importlib.import_module("zsad.workflow.predict").predict_main(rest)
     if command not in LIGHTNING_VERBS:
         print(f"zsad: error: unknown command '{command}'. Commands: {', '.join([*LIGHTNING_VERBS, 'list', *TOOLS])}.")
         return 2

@@ -18,6 +18,7 @@ from zsad.backbones.base import Backbone
 from zsad.components import build
 from zsad.data.batch import batch_size, split_valid
 from zsad.errors import CheckpointError, ConfigError
+from zsad.features import CacheMode, FeatureCache, FeatureCacheSettings, open_training_cache
 from zsad.heads.base import ScoringHead
 from zsad.losses.base import Loss
 from zsad.metrics.evaluator import Evaluator, Resolution
@@ -58,10 +59,15 @@ class ZSADModule(L.LightningModule):
         head: Scoring head (or its spec).
         losses: Weighted losses; their sum (plus any ``aux_losses`` of the synthesizer) is minimised.
         optimizer: Callable that builds the optimizer from the trainable parameters.
-        max_pictures: How many test images per category keep their maps for pictures (0 keeps none).
+        max_pictures: How many test images per category keep their maps for pictures (0 keeps none), normal and
+            anomalous mixed (:mod:`zsad.viz.selection`); the ``AnomalyMapPictures`` callback raises it for a test.
         pixel_metrics: Pixel metrics to compute (both AUPRO variants by default); empty for image metrics only.
         metric_resolution: ``"eval"`` (square evaluation size, as the reference repositories) or ``"native"``
             (each image's own size).
+        feature_cache: Training feature cache (docs/caching.md): ``"auto"`` (memory when the features cannot
+            change, else off), ``"memory"``, ``"disk"`` or ``"off"``.
+        feature_cache_dir: Root folder of disk caches (default ``$ZSAD_CACHE_DIR/features``).
+        feature_cache_fp16: Store cached features as float16 (replayed in the backbone's dtype).
     """
 
     def __init__(
@@ -74,6 +80,9 @@ class ZSADModule(L.LightningModule):
         max_pictures: int = 0,
         pixel_metrics: Sequence[str] = PIXEL_METRIC_NAMES,
         metric_resolution: Resolution = "eval",
+        feature_cache: CacheMode = "auto",
+        feature_cache_dir: str | None = None,
+        feature_cache_fp16: bool = False,
     ) -> None:
         super().__init__()
         self.backbone: Backbone = build(backbone)
@@ -87,6 +96,9 @@ class ZSADModule(L.LightningModule):
         self.prompt.setup_backbone(self.backbone)
         self.head.setup_backbone(self.backbone)
         self.prompt.setup(self.backbone.text)
+        self.feature_cache = FeatureCacheSettings(feature_cache, feature_cache_dir, feature_cache_fp16)
+        self.feature_cache.check_prompt(self.prompt)
+        self.training_cache: FeatureCache | None = None
         self.save_hyperparameters(self.component_specs(), ignore=["optimizer"])
         self.evaluator = Evaluator(self.pixel_metrics, resolution=metric_resolution)
         self.register_state_dict_post_hook(_drop_frozen_state)
@@ -105,8 +117,10 @@ class ZSADModule(L.LightningModule):
         }
 
     # ---------------------------------------------------------------- forward
-    def extract_features(self, batch: dict[str, Any]) -> Features:
+    def extract_features(self, batch: dict[str, Any], cache: FeatureCache | None = None) -> Features:
         """Backbone features of a batch; replays ``batch["features"]`` when a cache supplied them.
+
+        ``cache`` (training only) replays the features of images it has seen and stores those it has not.
 
         The frozen backbone runs without autograd, unless the prompt synthesizer feeds learned tokens into the
         image tower (DAPO): then gradients must flow through it to those tokens.
@@ -121,6 +135,8 @@ class ZSADModule(L.LightningModule):
         if features is None:
             if vision_prompts is not None:
                 features = self.backbone(batch["image"], deep_prompts=vision_prompts)
+            elif cache is not None:
+                features = cache.features(batch, self.backbone)
             else:
                 with torch.no_grad():
                     features = self.backbone(batch["image"])
@@ -133,8 +149,8 @@ class ZSADModule(L.LightningModule):
         return self.score(self.extract_features({"image": images}))[0]
 
     def score(self, features: Features) -> tuple[Scores, TextFeatures]:
-        """Run prompt synthesizer and head on features."""
-        text = self.prompt(features, self.backbone.text)
+        """Run prompt synthesizer and head on features (image-independent prompts are encoded once per evaluation)."""
+        text = self.prompt.synthesize(features, self.backbone.text)
         return self.head(features, text, self.backbone.image_size), text
 
     # ---------------------------------------------------------------- training
@@ -145,7 +161,7 @@ class ZSADModule(L.LightningModule):
             logger.warning("Skipped training image %s: %s", path, problem)
         if batch_size(batch) == 0:
             return None
-        scores, text = self.score(self.extract_features(batch))
+        scores, text = self.score(self.extract_features(batch, cache=self.training_cache))
         check_terms_consumed(text, self.losses)
         terms = {type(loss).__name__: loss(scores, batch, text) for loss in self.losses}
         if not terms:
@@ -156,6 +172,16 @@ class ZSADModule(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=size)
         self.log("train/loss", total, prog_bar=True, batch_size=size)
         return total
+
+    def on_train_start(self) -> None:
+        """Open the training feature cache, or log why it stays off (test features are never cached)."""
+        self.training_cache = open_training_cache(self.feature_cache, self.prompt, self.trainer.train_dataloader)
+
+    def on_train_end(self) -> None:
+        """Release the cached training features."""
+        if self.training_cache is not None:
+            self.training_cache.close()
+            self.training_cache = None
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Optimizer over the trainable parameters only, with each component's learning-rate scales applied.
@@ -176,7 +202,8 @@ class ZSADModule(L.LightningModule):
 
     # ---------------------------------------------------------------- evaluation
     def on_test_epoch_start(self) -> None:
-        """Start a fresh evaluation over the datamodule's target categories."""
+        """Start a fresh evaluation over the datamodule's target categories, with freshly encoded prompts."""
+        self.prompt.prompt_cache.clear()
         self.evaluator.reset(self._target_groups())
 
     def _target_groups(self) -> list[tuple[str, str]] | None:
@@ -197,8 +224,8 @@ class ZSADModule(L.LightningModule):
         self.evaluator.skip(skipped)
         if batch_size(batch) == 0:
             return
-        scores, _ = self.score(self.extract_features(batch))
-        self.evaluator.update(scores, batch, keep_pictures=self.max_pictures)
+        scores, text = self.score(self.extract_features(batch))
+        self.evaluator.update(scores, batch, keep_pictures=self.max_pictures, class_names=text.class_names)
 
     validation_step = test_step
 

@@ -98,7 +98,8 @@ def test_token_counts_at_240_px_with_patch_16(tmp_path):
     open_clip.add_model_config(tmp_path)
     model = WinCLIPBackbone(model_name="zsad-test-b16-240", pretrained=None, image_size=240)
     shapes = []
-    model.visual.transformer.resblocks[0].register_forward_pre_hook(lambda _, args: shapes.append(tuple(args[0].shape)))
+    first_block = model.visual.transformer.resblocks[0]  # its ln_1 sees the block's input (the block is not called)
+    first_block.ln_1.register_forward_pre_hook(lambda _, args: shapes.append(tuple(args[0].shape)))
     with torch.no_grad():
         features = model(torch.randn(2, 3, 240, 240))
     assert model.grid == (15, 15)

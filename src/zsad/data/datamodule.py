@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from zsad.data.datasets.base import AnomalyDataset, BadImagePolicy, SampleRecord
 from zsad.data.datasets.benchmark import Benchmark
 from zsad.data.datasets.mvtec import MVTecAD
+from zsad.data.resumable import resumable_loader
 from zsad.errors import ConfigError
 from zsad.registry import DATAMODULES
 
@@ -70,13 +71,11 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         dataset = AnomalyDataset(
             records, self.image_size, self.mask_threshold, self.interpolation, on_bad_image=self.on_bad_image
         )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        workers = self.num_workers
+        options = {"batch_size": batch_size, "num_workers": workers, "persistent_workers": workers > 0}
+        if shuffle:  # training: an order from (seed, epoch) that resumes mid-epoch (zsad.data.resumable)
+            return resumable_loader(dataset, shuffle=True, trainer=self.trainer, **options)
+        return DataLoader(dataset, shuffle=False, **options)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled auxiliary samples.

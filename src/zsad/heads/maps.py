@@ -56,13 +56,17 @@ def gaussian_smooth(maps: Tensor, sigma: float, truncate: float = 4.0) -> Tensor
 
     Borders use reflection without repeating the edge pixel (torch's ``reflect``); scipy's default repeats it.
     The difference is confined to a band of about ``sigma`` pixels at the image border.
+
+    Computed in fp32 under mixed precision: the blur is a convolution, which autocast would run in half precision.
     """
     if sigma <= 0:
         return maps
     radius = int(truncate * sigma + 0.5)
     radius = min(radius, min(maps.shape[-2:]) - 1)
     kernel_size = 2 * radius + 1
-    smoothed = gaussian_blur(maps.unsqueeze(1).float(), kernel_size=[kernel_size, kernel_size], sigma=[sigma, sigma])
+    with torch.autocast(device_type=maps.device.type, enabled=False):
+        kernel, spread = [kernel_size, kernel_size], [sigma, sigma]
+        smoothed = gaussian_blur(maps.unsqueeze(1).float(), kernel_size=kernel, sigma=spread)
     return smoothed.squeeze(1)
 
 

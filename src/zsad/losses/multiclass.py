@@ -85,13 +85,17 @@ def multiclass_focal_on_probs(
     the reference focal loss, the 0/1 target vector is clamped to ``[smooth / (C - 1), 1 - smooth]`` and
     ``p_t = Σ_c target_c · p_c + smooth``; the loss is ``mean(-(1 - p_t)^gamma · log p_t)``. A clamped 0/1
     vector is ``low + (high - low) · target``, which avoids building ``[B, C, H, W]`` targets.
+
+    Computed in fp32 under mixed precision (autocast would run the einsum in half precision, then ``log`` of a
+    probability rounded to 3 digits).
     """
     low, high = smooth / (probs.shape[1] - 1), 1.0 - smooth
-    targets = targets.to(probs)
-    anomalous = torch.einsum("bchw,bc->bhw", probs, targets)
-    chosen = (1.0 - mask) * probs[:, 0] + mask * anomalous
-    p_t = low * probs.sum(dim=1) + (high - low) * chosen + smooth
-    return (-((1.0 - p_t) ** gamma) * p_t.log()).mean()
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        probs, targets, mask = probs.float(), targets.float(), mask.float()
+        anomalous = torch.einsum("bchw,bc->bhw", probs, targets)
+        chosen = (1.0 - mask) * probs[:, 0] + mask * anomalous
+        p_t = low * probs.sum(dim=1) + (high - low) * chosen + smooth
+        return (-((1.0 - p_t) ** gamma) * p_t.log()).mean()
 
 
 @LOSSES.register("multiclass_focal")

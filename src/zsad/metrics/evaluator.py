@@ -5,7 +5,8 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -18,13 +19,15 @@ from zsad.metrics.curves import binary_metrics
 from zsad.metrics.image_state import ImageScoreStore
 from zsad.metrics.native_state import NativePixelStore, native_pixel_metrics
 from zsad.metrics.pixel_state import PIXEL_METRIC_NAMES, PixelScoreStore, compute_pixel_metrics
-from zsad.metrics.results import Picture, Results, macro_mean
+from zsad.metrics.results import ImageScore, Picture, Results, macro_mean
 from zsad.structures import Scores
+from zsad.viz.selection import PictureKeeper
 
 IMAGE_METRIC_NAMES = ("image_auroc", "image_ap", "image_f1max")
 _CURVE_KEYS = {"image_auroc": "auroc", "image_ap": "average_precision", "image_f1max": "f1_max"}
 Group = tuple[str, str]
 Resolution = Literal["eval", "native"]
+T = TypeVar("T")
 
 
 class Evaluator(nn.Module):
@@ -68,8 +71,9 @@ class Evaluator(nn.Module):
         self.native.reset()
         self.groups: list[Group] = sorted(set(groups or []))
         self._ids = {group: i for i, group in enumerate(self.groups)}
-        self._pictures: dict[Group, list[Picture]] = defaultdict(list)
+        self._pictures: dict[Group, PictureKeeper] = {}
         self._skipped: list[dict[str, str]] = []
+        self._paths: dict[int, str] = {}  # sample index -> image path, for the per-image scores of Results.images
 
     def _group_id(self, group: Group) -> int:
         if group not in self._ids:
@@ -83,8 +87,14 @@ class Evaluator(nn.Module):
         """Record samples the loader could not read."""
         self._skipped.extend({"path": path, "problem": problem} for path, problem in skipped)
 
-    def update(self, scores: Scores, batch: dict[str, Any], keep_pictures: int = 0) -> None:
-        """Add one scored batch (keys ``label``, ``mask``, ``category``, ``dataset``; ``index`` if sharded)."""
+    def update(
+        self, scores: Scores, batch: dict[str, Any], keep_pictures: int = 0, class_names: Sequence[str] = ()
+    ) -> None:
+        """Add one scored batch (keys ``label``, ``mask``, ``category``, ``dataset``; ``index`` if sharded).
+
+        ``keep_pictures`` images per category keep their maps for pictures (see :mod:`zsad.viz.selection`);
+        ``class_names`` name the classes of ``scores.class_map`` in those pictures.
+        """
         size = scores.image_score.shape[0]
         datasets = batch.get("dataset") or [""] * size
         ids = torch.tensor([self._group_id((d, c)) for d, c in zip(datasets, batch["category"], strict=True)])
@@ -93,6 +103,8 @@ class Evaluator(nn.Module):
             start = sum(len(part) for part in self.images.scores)
             indices = torch.arange(start, start + size)
         self.images.update(scores.image_score, batch["label"], ids, indices)
+        if batch.get("path") is not None:
+            self._paths.update(zip(indices.tolist(), batch["path"], strict=True))
         if self.pixel_metrics and self.resolution == "native":
             for i in range(size):
                 anomaly_map, mask = native_map_and_mask(scores.anomaly_map[i], batch, i)
@@ -100,26 +112,33 @@ class Evaluator(nn.Module):
         elif self.pixel_metrics:
             self.pixels.update(scores.anomaly_map.float(), batch["mask"], ids, indices)
         if keep_pictures:
-            self._keep_pictures(scores, batch, datasets, keep_pictures)
+            self._keep_pictures(scores, batch, datasets, keep_pictures, tuple(class_names))
 
-    def _keep_pictures(self, scores: Scores, batch: dict[str, Any], datasets: list[str], limit: int) -> None:
+    def _keep_pictures(
+        self, scores: Scores, batch: dict[str, Any], datasets: list[str], limit: int, class_names: tuple[str, ...]
+    ) -> None:
+        """Offer each image to its category's keeper; only the kept ones are copied off the device."""
         masks = batch["mask"].squeeze(1) if batch["mask"].dim() == 4 else batch["mask"]
+
+        def picture(i: int, dataset: str) -> Picture:
+            class_map = scores.class_map
+            return Picture(
+                image=batch["image"][i].detach().float().cpu(),
+                mask=masks[i].detach().cpu(),
+                anomaly_map=scores.anomaly_map[i].detach().float().cpu(),
+                score=float(scores.image_score[i]),
+                path=batch["path"][i],
+                category=batch["category"][i],
+                defect_type=batch["defect_type"][i],
+                dataset=dataset,
+                label=int(batch["label"][i] != 0),
+                class_map=None if class_map is None else class_map[i].detach().to("cpu", torch.int16),
+                class_names=class_names if class_map is not None else (),
+            )
+
         for i, (dataset, category) in enumerate(zip(datasets, batch["category"], strict=True)):
-            kept = self._pictures[(dataset, category)]
-            defect = batch["defect_type"][i]
-            # one picture per defect type first, so that a few pictures show the variety of a category
-            if len(kept) < limit and all(p.defect_type != defect for p in kept):
-                kept.append(
-                    Picture(
-                        image=batch["image"][i].detach().float().cpu(),
-                        mask=masks[i].detach().cpu(),
-                        anomaly_map=scores.anomaly_map[i].detach().float().cpu(),
-                        score=float(scores.image_score[i]),
-                        path=batch["path"][i],
-                        category=category,
-                        defect_type=defect,
-                    )
-                )
+            keeper = self._pictures.setdefault((dataset, category), PictureKeeper(limit))
+            keeper.offer(bool(batch["label"][i] != 0), batch["defect_type"][i], partial(picture, i, dataset))
 
     def compute(self) -> Results:
         """Metrics per (dataset, category), macro means per dataset and overall; undefined values left out."""
@@ -134,8 +153,14 @@ class Evaluator(nn.Module):
         per_category: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
         counts: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
         undefined: dict[str, list[str]] = defaultdict(list)
-        for group_id, (scores, labels) in sorted(image_scores.items(), key=lambda item: self.groups[item[0]]):
+        images: list[ImageScore] = []
+        paths = dict(_gather_lists(list(self._paths.items())))
+        for group_id, (scores, labels, indices) in sorted(image_scores.items(), key=lambda item: self.groups[item[0]]):
             dataset, category = self.groups[group_id]
+            images.extend(
+                ImageScore(dataset, category, paths.get(index, ""), min(label, 1), score)
+                for index, label, score in zip(indices.tolist(), labels.tolist(), scores.tolist(), strict=True)
+            )
             values = _image_metrics(scores, labels)
             values.update(pixel_values.get(group_id, {}))
             for name, value in list(values.items()):
@@ -157,7 +182,8 @@ class Evaluator(nn.Module):
             undefined=dict(undefined),
             counts=dict(counts),
             skipped=_gather_lists(self._skipped),
-            pictures=[p for group in sorted(self._pictures) for p in self._pictures[group]],
+            pictures=[p for group in sorted(self._pictures) for p in self._pictures[group].kept],
+            images=images,
         )
 
 
@@ -177,10 +203,10 @@ def _image_metrics(scores: Tensor, labels: Tensor) -> dict[str, float | None]:
     return {name: curves[key] for name, key in _CURVE_KEYS.items()}
 
 
-def _gather_lists(local: list[dict[str, str]]) -> list[dict[str, str]]:
+def _gather_lists(local: list[T]) -> list[T]:
     """Concatenate a small Python list across processes (no-op without DDP)."""
     if not (dist.is_available() and dist.is_initialized()):
         return list(local)
-    gathered: list[list[dict[str, str]] | None] = [None] * dist.get_world_size()
+    gathered: list[list[T] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, local)
     return [item for part in gathered for item in (part or [])]

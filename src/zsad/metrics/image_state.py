@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from zsad.metrics.pixel_state import first_occurrences, state_parts
+
+
+class CategoryScores(NamedTuple):
+    """The stored samples of one category, in sample-index order."""
+
+    scores: Tensor
+    labels: Tensor
+    sample_indices: Tensor
 
 
 class ImageScoreStore(Metric):
@@ -38,8 +46,8 @@ class ImageScoreStore(Metric):
         self.category_ids.append(category_ids.detach().long().reshape(-1).to(self.scores[-1].device))
         self.sample_indices.append(sample_indices.detach().long().reshape(-1).to(self.scores[-1].device))
 
-    def compute(self) -> dict[int, tuple[Tensor, Tensor]]:
-        """``{category id: (scores, labels)}`` in sample-index order, each sample once."""
+    def compute(self) -> dict[int, CategoryScores]:
+        """``{category id: (scores, labels, sample indices)}`` in sample-index order, each sample once."""
         if not state_parts(self.scores):
             return {}
         scores, labels, categories, indices = (
@@ -47,7 +55,10 @@ class ImageScoreStore(Metric):
             for state in (self.scores, self.labels, self.category_ids, self.sample_indices)
         )
         kept = first_occurrences(indices)
+        scores, labels, categories, indices = scores[kept], labels[kept], categories[kept], indices[kept]
         return {
-            int(category): (scores[kept][categories[kept] == category], labels[kept][categories[kept] == category])
-            for category in torch.unique(categories[kept])
+            int(category): CategoryScores(
+                scores[categories == category], labels[categories == category], indices[categories == category]
+            )
+            for category in torch.unique(categories)
         }

@@ -17,7 +17,22 @@ AUPRO_VARIANTS = {
 
 @dataclass
 class Picture:
-    """What a picture of one test image needs."""
+    """What a picture of one test image needs: the image, its ground truth and the model's maps.
+
+    Attributes:
+        image: ``[3, H, W]`` normalised image, as the model saw it.
+        mask: ``[H, W]`` ground-truth mask.
+        anomaly_map: ``[H, W]`` anomaly map.
+        score: Image anomaly score.
+        path: Image file.
+        category: Category of the image.
+        defect_type: Defect folder of the image (``"good"`` for normal ones).
+        dataset: Dataset of the image (empty when the batch names none).
+        label: 0 normal, 1 anomalous.
+        class_map: ``[H, W]`` predicted class per pixel (:attr:`zsad.structures.Scores.class_map`, DAPO's defect
+            type; 0 is normal), or ``None`` for methods without defect classes.
+        class_names: Names of the classes ``class_map`` indexes, class 0 first (empty without ``class_map``).
+    """
 
     image: Tensor
     mask: Tensor
@@ -26,6 +41,21 @@ class Picture:
     path: str
     category: str
     defect_type: str
+    dataset: str = ""
+    label: int = 0
+    class_map: Tensor | None = None
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """One test image's anomaly score and label (0 normal, 1 anomalous): what ROC and PR curves are drawn from."""
+
+    dataset: str
+    category: str
+    path: str
+    label: int
+    score: float
 
 
 @dataclass
@@ -40,6 +70,7 @@ class Results:
         counts: ``{dataset: {category: {"normal": n, "anomalous": n}}}``.
         skipped: ``[{"path", "problem"}]`` samples the loader could not read (``on_bad_image: skip``).
         pictures: Kept test images with maps, for overlays.
+        images: Every scored test image once (dataset, category, path, label, score), for ``scores.csv``.
     """
 
     per_category: dict[str, dict[str, dict[str, float]]]
@@ -49,6 +80,7 @@ class Results:
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     pictures: list[Picture] = field(default_factory=list)
+    images: list[ImageScore] = field(default_factory=list)
 
     def flat(self) -> dict[str, float]:
         """``{"<dataset>/<category>/<metric>"}``, ``{"<dataset>/mean/<metric>"}`` and ``{"mean/<metric>"}``."""

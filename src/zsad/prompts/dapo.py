@@ -148,6 +148,8 @@ class DAPOPrompt(PromptSynthesizer):
         pool_at_original_eot: See the quirks above (official: ``True``).
     """
 
+    image_conditioned = False  # visual tokens change the image features, not the text: encoded once per evaluation
+
     def __init__(
         self,
         vocabulary: str | list[str] = "mvtec",

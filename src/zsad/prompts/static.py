@@ -32,6 +32,8 @@ class StaticPrompt(PromptSynthesizer):
         init_std: Standard deviation of the normal initialisation.
     """
 
+    image_conditioned = False  # one pair of prompts for every image: encoded once per evaluation
+
     def __init__(
         self,
         n_ctx: int = 12,

@@ -87,6 +87,7 @@ class WinCLIPPrompt(PromptSynthesizer):
     """
 
     image_conditioned = False
+    reads_class_names = True
 
     def __init__(
         self,
@@ -130,9 +131,12 @@ class WinCLIPPrompt(PromptSynthesizer):
         key = (object_name, str(text.token_embedding.weight.device))
         if key not in self._cache:
             means = []
-            for sentences in self.prompts(object_name):
-                embeddings = text.encode_text(sentences, normalize=self.normalize_each_prompt)
-                means.append(embeddings.float().mean(dim=0))
+            # Full precision even under mixed precision: the kept embeddings must not depend on the autocast state
+            # of whichever call computed them first (one text pass per name, so fp32 costs nothing noticeable).
+            with torch.autocast(device_type=text.token_embedding.weight.device.type, enabled=False):
+                for sentences in self.prompts(object_name):
+                    embeddings = text.encode_text(sentences, normalize=self.normalize_each_prompt)
+                    means.append(embeddings.float().mean(dim=0))
             self._cache[key] = l2_normalize(torch.stack(means))
         return self._cache[key]
 

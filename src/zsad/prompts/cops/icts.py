@@ -45,9 +45,15 @@ class ClassTokenVAE(nn.Module):
         return self.decoder(latent)
 
     def posterior_sample(self, global_embedding: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One reparameterised sample ``mu + exp(logvar / 2) * eps``, decoded: ``(decoded [B, D], mu, logvar)``."""
+        """One reparameterised sample ``mu + exp(logvar / 2) * eps``, decoded: ``(decoded [B, D], mu, logvar)``.
+
+        The sample is drawn in fp32 even under mixed precision: ``exp`` of a half-precision log-variance overflows
+        fp16 above 22, and the noise would otherwise be drawn at 3 significant digits.
+        """
         mean, logvar = self.encode(global_embedding)
-        latent = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        with torch.autocast(device_type=mean.device.type, enabled=False):
+            mean, logvar = mean.float(), logvar.float()
+            latent = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
         return self.decode(latent), mean, logvar
 
 

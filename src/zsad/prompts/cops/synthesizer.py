@@ -50,11 +50,12 @@ class CoPSPrompt(PromptSynthesizer):
     zero-padded to W.
 
     Official quirks (default = released code; corrected behaviour one flag away):
-        - ``cross_inject=True``: the normal prompt's state slots get the *anomaly* prototypes and vice versa, as in
-          the released code and checkpoints; ``False`` is the straight pairing of the paper's schematic.
-        - ``rec_mode="cross_batch_mse"``: the released reconstruction loss broadcasts over the batch (every sample
-          against every image); ``"per_sample_l2"`` is the per-image squared L2.
-        - ``round_deep_to_fp16=True``: deep prompts are rounded to fp16 before use.
+
+    - ``cross_inject=True``: the normal prompt's state slots get the *anomaly* prototypes and vice versa, as in
+      the released code and checkpoints; ``False`` is the straight pairing of the paper's schematic.
+    - ``rec_mode="cross_batch_mse"``: the released reconstruction loss broadcasts over the batch (every sample
+      against every image); ``"per_sample_l2"`` is the per-image squared L2.
+    - ``round_deep_to_fp16=True``: deep prompts are rounded to fp16 before use.
 
     Args:
         n_context: Context tokens u per prompt (6).

@@ -1,0 +1,206 @@
+"""Checkpoints that survive a kill and resume a fit exactly: atomic writes and saved random states.
+
+A fit resumed with ``--ckpt_path last`` continues the interrupted run step for step when three things hold:
+
+1. the checkpoint it reads is complete: :class:`AtomicCheckpointIO` writes to a hidden temporary file in the same
+   folder, flushes it to disk and renames it over the target, so ``last.ckpt`` is always either the previous or
+   the new checkpoint; a kill mid-write leaves only ``.last.ckpt.<pid>.tmp``, which Lightning's search for
+   ``last*.ckpt`` never matches;
+2. the data continue where they stopped (:mod:`zsad.data.resumable`);
+3. the random numbers drawn during training continue too (CoPS draws VAE noise every step):
+   :class:`RNGStateCheckpoint` stores every process's random states with each checkpoint and puts them back
+   right before the resumed fit's first step, after all set-up that draws random numbers.
+
+``zsad fit`` adds both by default (:func:`resumable_trainer_options`); with ``lightning.Trainer`` in Python, pass
+``plugins=[AtomicCheckpointIO()]`` and ``callbacks=[RNGStateCheckpoint(), ...]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import lightning as L  # noqa: N812
+import numpy as np
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import Callback
+
+logger = logging.getLogger(__name__)
+
+TEMPORARY_SUFFIX = ".tmp"
+SHARDED_STRATEGY_HINTS = ("fsdp", "deepspeed")
+"""Strategies that write checkpoints through their own machinery: zsad leaves their checkpoint I/O alone."""
+
+
+def temporary_path(path: str | Path) -> Path:
+    """Where :func:`atomic_write` writes before the rename: hidden, in the same folder, ending in ``.tmp``.
+
+    The same folder keeps the rename atomic (one file system); the ``.tmp`` suffix keeps Lightning's
+    ``--ckpt_path last`` (``last*.ckpt``) and ``zsad test`` globs from ever picking up a half-written file.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file through ``write(handle)`` into :func:`temporary_path`, fsync it and rename it over ``path``.
+
+    On any error the temporary file is removed and ``path`` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # the data reach the disk before the rename makes them visible
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
+    return path
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the rename) to disk where the platform allows it."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoint I/O, but local files are replaced atomically (:func:`atomic_write`).
+
+    Lightning's own writer fills the target through fsspec, whose local "transaction" stages the file in the
+    system temporary folder and then *moves* it, which is a copy (not atomic) when that folder is on another
+    file system. Remote paths (``s3://`` and the like, whose uploads are atomic) keep Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``path``."""
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        local = Path(str(path).removeprefix("file://"))
+        atomic_write(local, lambda handle: torch.save(checkpoint, handle))
+
+
+def collect_rng_states() -> dict[str, Any]:
+    """This process's random states: torch (CPU and initialised CUDA devices), NumPy, Python.
+
+    Only tensors, numbers, strings and tuples, so checkpoints still load with ``weights_only=True``.
+    """
+    numpy_state = np.random.get_state(legacy=False)
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Put back the random states of :func:`collect_rng_states`."""
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def gather_from_processes(value: Any) -> list[Any]:
+    """``value`` of every process, in rank order (just ``[value]`` without a process group)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
+class RNGStateCheckpoint(Callback):
+    """Saves every process's random states in each checkpoint; a resumed fit continues the same random streams.
+
+    Lightning restores the model, optimizer, loops and data position, but not the random states, so a resumed
+    fit would draw different noise from the step it resumes at. The states are gathered from every process when
+    a checkpoint is written (Lightning writes checkpoints from all processes together) and restored at
+    ``on_train_start``, right before the first resumed step.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[dict[str, Any]] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random states of every process, in rank order."""
+        return {"per_process": gather_from_processes(collect_rng_states())}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the saved states until training starts (set-up still draws random numbers before that)."""
+        self.pending = list(state_dict.get("per_process") or []) or None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Restore this process's saved states, if this fit resumes from a checkpoint that has them."""
+        if self.pending is None:
+            return
+        states, self.pending = self.pending, None
+        if len(states) != trainer.world_size:
+            logger.warning(
+                "The checkpoint was written by %d processes but this fit runs %d: every process continues the "
+                "random stream of process 0, so the resumed fit cannot repeat the interrupted one exactly.",
+                len(states),
+                trainer.world_size,
+            )
+            restore_rng_states(states[0])
+            return
+        restore_rng_states(states[trainer.global_rank])
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def resumable_trainer_options(trainer_config: dict[str, Any]) -> dict[str, Any]:
+    """``plugins`` and ``callbacks`` for a trainer config, with zsad's checkpoint defaults added where missing.
+
+    Adds :class:`AtomicCheckpointIO` unless a checkpoint I/O plugin is configured or the strategy shards its own
+    checkpoints (FSDP, DeepSpeed), and :class:`RNGStateCheckpoint` unless one is configured.
+    """
+    plugins, callbacks = _as_list(trainer_config.get("plugins")), _as_list(trainer_config.get("callbacks"))
+    strategy = trainer_config.get("strategy", "auto")
+    strategy_name = (strategy if isinstance(strategy, str) else type(strategy).__name__).lower()
+    sharded = any(hint in strategy_name for hint in SHARDED_STRATEGY_HINTS)
+    if not sharded and not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        plugins.append(AtomicCheckpointIO())
+    if not any(isinstance(callback, RNGStateCheckpoint) for callback in callbacks):
+        callbacks.append(RNGStateCheckpoint())
+    return {"plugins": plugins or None, "callbacks": callbacks}

@@ -1,0 +1,64 @@
+"""Run `python -m zsad ...` in a subprocess on the CPU, as the DDP and resume tests need (helpers, not tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+DISTRIBUTED_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "GLOBAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def config_args(*names: str) -> list[str]:
+    """``-c`` options for configs under ``configs/``."""
+    return [a for name in names for a in ("-c", str(ROOT / "configs" / name))]
+
+
+def zsad_environment(cache: Path, extra_pythonpath: Path | None = None) -> dict[str, str]:
+    """CPU-only, one thread per process (bit-for-bit repeatable runs), no inherited distributed variables."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env["ZSAD_CACHE_DIR"] = str(cache)
+    for key in DISTRIBUTED_VARIABLES:
+        env.pop(key, None)
+    if extra_pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_pythonpath), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def zsad_command(verb: str, args: list[str]) -> list[str]:
+    """``python -m zsad <verb> <args>``: Lightning's DDP launcher re-runs exactly this for the other processes."""
+    return [sys.executable, "-m", "zsad", verb, *args]
+
+
+def start_zsad(verb: str, args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start a zsad command (output collected, stderr into stdout)."""
+    command = zsad_command(verb, args)
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for a started command; returns its output, fails the test with the output's tail unless it succeeded."""
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"{' '.join(process.args[2:4])} failed ({process.returncode}):\n{output[-4000:]}"
+    return output
+
+
+def run_zsad(verb: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
+    """Run a zsad command to completion (see :func:`finish`)."""
+    return finish(start_zsad(verb, args, cwd, env), timeout)
+
+
+def newest_results(folder: Path) -> dict:
+    """The most recently written results.json under ``folder``."""
+    path = max(folder.rglob("results.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(path.read_text())
+
+
+def trained_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The trainable parameters stored in a checkpoint."""
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]

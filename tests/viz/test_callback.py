@@ -1,0 +1,74 @@
+"""AnomalyMapPictures: figures per category under the log folder, the limit honoured, DAPO's defect-type panel."""
+
+from __future__ import annotations
+
+import lightning as L  # noqa: N812
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from PIL import Image
+
+from zsad import ZSADModule
+from zsad.backbones import TinyRandomBackbone
+from zsad.data.synthetic import SyntheticDataModule
+from zsad.errors import ConfigError
+from zsad.heads import DualBranchHead
+from zsad.heads.multiclass import MultiClassHead
+from zsad.prompts import StaticPrompt
+from zsad.prompts.dapo import DAPOPrompt
+from zsad.viz.callback import AnomalyMapPictures
+from zsad.viz.overlay import MIN_PANEL_HEIGHT
+
+PANEL_WIDTH = 64 * (MIN_PANEL_HEIGHT // 64)  # the tiny backbone's 64 px, scaled up for readability
+
+
+def run_test(module, root, tmp_path, categories, callback):
+    data = SyntheticDataModule(root=str(root), target_categories=categories, batch_size=8)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=CSVLogger(str(tmp_path), name="logs"),
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.test(module, datamodule=data, verbose=False)
+    return trainer.log_dir
+
+
+def test_callback_writes_a_mixed_sample_per_category_and_restores_the_module(tiny_backbone, synthetic_root, tmp_path):
+    module = ZSADModule(tiny_backbone, StaticPrompt(n_ctx=2, deep_depth=0), DualBranchHead(), pixel_metrics=[])
+    callback = AnomalyMapPictures(max_per_category=3)
+    log_dir = run_test(module, synthetic_root, tmp_path, ["ring", "capsule"], callback)
+    assert module.max_pictures == 0  # raised for the test only
+    written = sorted(p.relative_to(log_dir).as_posix() for p in callback.written)
+    assert len(written) == 6 and all(p.startswith("pictures/synthetic/") for p in written)
+    for category in ("ring", "capsule"):
+        names = [p.rsplit("/", 1)[1] for p in written if f"/{category}/" in p]
+        normal = [n for n in names if n.startswith("good_")]
+        assert len(names) == 3 and len(normal) == 1  # one normal place of three, two defect types
+        assert len({n.split("_")[0] for n in names}) == 3
+    assert Image.open(callback.written[0]).width == 4 * PANEL_WIDTH
+    assert all(p.is_file() for p in callback.written)
+
+
+def test_dapo_figures_have_the_defect_type_panel(synthetic_root, tmp_path):
+    backbone = TinyRandomBackbone(project_patches=False)
+    torch.manual_seed(0)
+    prompt = DAPOPrompt(vocabulary=["scratch", "hole"], prompt_count=1, text_deep_layers=0, vision_deep_layers=0)
+    module = ZSADModule(backbone, prompt, MultiClassHead(class_threshold=0.0), pixel_metrics=[])
+    callback = AnomalyMapPictures(max_per_category=2)
+    run_test(module, synthetic_root, tmp_path, ["capsule"], callback)
+    pictures = module.test_results.pictures
+    assert len(pictures) == 2 and {p.label for p in pictures} == {0, 1}
+    assert all(p.class_map is not None and p.class_map.shape == (64, 64) for p in pictures)
+    assert pictures[0].class_names == ("normal", "scratch", "hole")
+    assert len(callback.written) == 2
+    assert Image.open(callback.written[0]).width == 5 * PANEL_WIDTH
+
+
+def test_bad_limits_are_refused():
+    with pytest.raises(ConfigError, match="max_per_category=0"):
+        AnomalyMapPictures(max_per_category=0)
+    with pytest.raises(ConfigError, match="logged_per_category=-1"):
+        AnomalyMapPictures(logged_per_category=-1)
