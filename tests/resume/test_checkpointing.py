@@ -85,3 +85,9 @@ def test_defaults_are_added_once():
     assert options["plugins"] == [mine]  # a configured checkpoint I/O wins
     assert [type(c) for c in options["callbacks"]] == [ModelCheckpoint, RNGStateCheckpoint]
     assert resumable_trainer_options({"strategy": "fsdp"})["plugins"] is None  # sharded checkpoints: left alone
+
+
+def test_remote_paths_keep_lightnings_writer():
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 3}, "memory://zsad-test/last.ckpt")  # fsspec's in-memory file system
+    assert io.load_checkpoint("memory://zsad-test/last.ckpt") == {"step": 3}

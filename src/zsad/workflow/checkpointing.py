@@ -27,7 +27,6 @@ from typing import Any, BinaryIO
 import lightning as L  # noqa: N812
 import numpy as np
 import torch
-from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback
@@ -81,6 +80,12 @@ def sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def is_local(path: str | Path) -> bool:
+    """Whether ``path`` is on the local file system (a plain path or ``file://``), not in a remote store."""
+    protocol = get_filesystem(path).protocol
+    return "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``torch.save`` checkpoint I/O, but local files are replaced atomically (:func:`atomic_write`).
 
@@ -91,7 +96,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to ``path``."""
-        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+        if storage_options is not None or not is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         local = Path(str(path).removeprefix("file://"))
