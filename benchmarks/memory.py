@@ -11,7 +11,7 @@ Columns: RSS after the imports, the high-water mark of the resident set while bu
 CLIP's weights), and the high-water mark during the stage (VmHWM, reset to the current RSS just before it where
 Linux allows), plus the GPU's peak allocated memory on ``--device cuda``. WinCLIP is training-free: it has no fit.
 
-    python benchmarks/memory.py                                          # tiny CLIP, every method: about a minute
+    python benchmarks/memory.py                                          # tiny CLIP, every method: a few minutes
     python benchmarks/memory.py --backbone real --methods static --stages test --target-categories checker \\
         --batch-size 2                                                   # ViT-L/14 at 518 px, random weights
 """
@@ -62,6 +62,7 @@ def measure_in_this_process(job: dict[str, Any]) -> dict[str, Any]:
     ]
     if job["target_categories"]:
         extra.append(f"--data.init_args.target_categories=[{','.join(job['target_categories'])}]")
+    extra += job["overrides"]
     cli = build_cli(METHODS[job["method"]], job["backbone"], extra)
     cli.datamodule.prepare_data()  # generated before the stage's peak is taken
     built = peak_rss_mb()
@@ -117,6 +118,7 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
             "steps": args.steps,
             "batch_size": args.batch_size,
             "target_categories": args.target_categories,
+            "overrides": [f"--{override}" for override in args.override],
         }
         for method in args.methods
         for stage in args.stages
@@ -159,6 +161,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="optimisation steps of each fit")
     parser.add_argument("--batch-size", type=int, default=8, help="training and evaluation batch size")
     parser.add_argument("--target-categories", nargs="+", help="evaluate only these synthetic categories")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every run, as on the zsad command line without the dashes, e.g. "
+        "model.prompt.init_args.prompt_count=1 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one job, run in this process
     args = parser.parse_args(argv)
