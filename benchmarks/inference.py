@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.json:
         import json
 
-        from zsad.workflow.results import atomic_write_text
+        from zsad.workflow.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}))
     return rows

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(f"{job['method']} {job['stage']}: {rows[-1].get('peak_mb', rows[-1].get('error'))}", file=sys.stderr)
     print_table(rows, args)
     if args.json:
-        from zsad.workflow.results import atomic_write_text
+        from zsad.workflow.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(rows, indent=1))
     return rows

@@ -1,9 +1,10 @@
-"""Shared fixtures: a tiny random CLIP, synthetic MVTec-style data, and hermetic settings."""
+"""Shared fixtures: a tiny random CLIP, synthetic MVTec-style data, the CLI run in-process, hermetic settings."""
 
 from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,23 @@ def images():
     import torch
 
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[Sequence[str]], tuple[int, str]]:
+    """Run the `zsad` command line in-process: ``run_cli(args)`` gives (exit code, stdout + stderr).
+
+    Each call reads what was captured since the previous one, so its output is only that run's.
+    """
+    from zsad.cli import main
+
+    def run(args: Sequence[str]) -> tuple[int, str]:
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code or 0  # argparse and jsonargparse exit; None and 0 both mean success
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    return run

@@ -6,6 +6,7 @@ import lightning as L  # noqa: N812
 import pytest
 import torch
 
+from training_steps import train_on_batch
 from zsad import ZSADModule
 from zsad.backbones import TinyRandomBackbone
 from zsad.errors import CheckpointError, ConfigError
@@ -43,14 +44,7 @@ def test_training_step_lowers_the_loss(images):
     L.seed_everything(0)
     module = make_module()
     optimizer = module.configure_optimizers()
-    batch = batch_of(images)
-    losses = []
-    for _ in range(15):
-        optimizer.zero_grad()
-        loss = module.training_step(batch, 0)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
+    losses = train_on_batch(module, optimizer, batch_of(images), steps=15)
     assert losses[-1] < losses[0] - 0.1
 
 

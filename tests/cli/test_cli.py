@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from zsad import ZSADModule
-from zsad.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [
@@ -29,19 +28,8 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run(args, capsys):
-    """Run the CLI; return (exit code, stdout + stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
-def test_list_shows_every_kind(capsys):
-    code, out = run(["list"], capsys)
+def test_list_shows_every_kind(run_cli):
+    code, out = run_cli(["list"])
     assert code == 0
     for expected in (
         "backbones:",
@@ -59,18 +47,18 @@ def test_list_shows_every_kind(capsys):
     assert "Tiny random CLIP" in out  # one-line descriptions
 
 
-def test_top_level_help(capsys):
-    code, out = run(["--help"], capsys)
+def test_top_level_help(run_cli):
+    code, out = run_cli(["--help"])
     assert code == 0 and "fit" in out and "demo" in out and "list" in out
 
 
-def test_fit_help(capsys):
-    code, out = run(["fit", "--help"], capsys)
+def test_fit_help(run_cli):
+    code, out = run_cli(["fit", "--help"])
     assert code == 0 and "--model.prompt" in out and "--trainer.max_steps" in out
 
 
-def test_print_config_resolves_aliases_and_interpolation(workdir, capsys):
-    code, out = run(["fit", *config_args(), "--model.head=dual_branch", "--print_config"], capsys)
+def test_print_config_resolves_aliases_and_interpolation(workdir, run_cli):
+    code, out = run_cli(["fit", *config_args(), "--model.head=dual_branch", "--print_config"])
     assert code == 0
     assert "class_path: zsad.prompts.static.StaticPrompt" in out
     assert "class_path: zsad.heads.dual_branch.DualBranchHead" in out
@@ -78,8 +66,8 @@ def test_print_config_resolves_aliases_and_interpolation(workdir, capsys):
     assert "image_size: 64" in out and "${" not in out
 
 
-def test_fit_then_test_from_the_checkpoint(workdir, capsys):
-    code, out = run(["fit", *config_args(), "--trainer.max_steps=5", "--trainer.enable_progress_bar=false"], capsys)
+def test_fit_then_test_from_the_checkpoint(workdir, run_cli):
+    code, out = run_cli(["fit", *config_args(), "--trainer.max_steps=5", "--trainer.enable_progress_bar=false"])
     assert code == 0, out
     checkpoint = workdir / "runs" / "smoke" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
@@ -88,9 +76,7 @@ def test_fit_then_test_from_the_checkpoint(workdir, capsys):
     saved = torch.load(checkpoint, weights_only=True)
     assert torch.equal(reloaded.prompt.context, saved["state_dict"]["prompt.context"])
     assert set(saved["state_dict"]) == {"prompt.context", "prompt.deep"}
-    code, out = run(
-        ["test", *config_args(), f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false"], capsys
-    )
+    code, out = run_cli(["test", *config_args(), f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false"])
     assert code == 0, out
     assert "mean" in out and "image_auroc" in out
     results = sorted(workdir.glob("runs/smoke/lightning_logs/*/results.json"))
@@ -102,32 +88,32 @@ def test_fit_then_test_from_the_checkpoint(workdir, capsys):
     assert document["model"]["prompt"]["class_path"] == "zsad.prompts.static.StaticPrompt"
 
 
-def test_unknown_component_name(workdir, capsys):
-    code, out = run(["fit", *config_args(), "--model.head=dual_brnch"], capsys)
+def test_unknown_component_name(workdir, run_cli):
+    code, out = run_cli(["fit", *config_args(), "--model.head=dual_brnch"])
     assert code == 2
     assert "Unknown scoring head 'dual_brnch'. Did you mean 'dual_branch'?" in out
 
 
-def test_config_key_that_does_not_exist(workdir, capsys):
-    code, out = run(["fit", *config_args(), "--model.prompt.init_args.n_ctxx=3"], capsys)
+def test_config_key_that_does_not_exist(workdir, run_cli):
+    code, out = run_cli(["fit", *config_args(), "--model.prompt.init_args.n_ctxx=3"])
     assert code == 2
     assert "n_ctxx" in out
 
 
-def test_layer_beyond_depth_through_the_cli(workdir, capsys):
-    code, out = run(["fit", *config_args(), "--model.backbone.init_args.layers=[6,30]"], capsys)
+def test_layer_beyond_depth_through_the_cli(workdir, run_cli):
+    code, out = run_cli(["fit", *config_args(), "--model.backbone.init_args.layers=[6,30]"])
     assert code == 2
     assert "zsad: error: layers=[6, 30]: [30] outside 1..24" in out
     assert "Traceback" not in out
 
 
-def test_unknown_command(capsys):
-    code, out = run(["trian"], capsys)
+def test_unknown_command(run_cli):
+    code, out = run_cli(["trian"])
     assert code == 2 and "unknown command 'trian'" in out
 
 
-def test_demo_with_the_tiny_random_backbone(workdir, capsys):
-    code, out = run(
+def test_demo_with_the_tiny_random_backbone(workdir, run_cli):
+    code, out = run_cli(
         [
             "demo",
             "--backbone",
@@ -140,18 +126,18 @@ def test_demo_with_the_tiny_random_backbone(workdir, capsys):
             "2",
             "--accelerator",
             "cpu",
-        ],
-        capsys,
+        ]
     )
     assert code == 0, out
     assert "RANDOM WEIGHTS" in out
     metrics = json.loads((workdir / "demo" / "metrics.json").read_text())
     assert metrics["warning"].startswith("RANDOM WEIGHTS")
+    assert metrics["defect_look"] == "marked" and "marked defects" in out  # the tiny backbone's default
     assert set(metrics["trained"]["per_category"]["synthetic"]) == {"checker", "grain", "ring", "capsule"}
     assert len(list((workdir / "demo" / "overlays").glob("*/*.png"))) == 8
 
 
-def test_zsad_test_on_real_mvtec_layout_data(workdir, capsys):
+def test_zsad_test_on_real_mvtec_layout_data(workdir, run_cli):
     """`zsad test` on ../shared/data/mvtec_ad (bottle): per-category and mean table, results.json."""
     from tests.conftest import shared_data
 
@@ -159,7 +145,7 @@ def test_zsad_test_on_real_mvtec_layout_data(workdir, capsys):
     args = ["test", "-c", CONFIGS[0], "-c", CONFIGS[1], "-c", str(ROOT / "configs" / "data" / "mvtec.yaml"),
             f"--data.init_args.root={root}", "--data.init_args.num_workers=0", "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false", "--trainer.default_root_dir=run"]  # fmt: skip
-    code, out = run(args, capsys)
+    code, out = run_cli(args)
     assert code == 0, out
     assert "mvtec" in out and "bottle" in out and "pixel_aupro" in out
     document = json.loads(next((workdir / "run").rglob("results.json")).read_text())
@@ -173,7 +159,7 @@ def test_zsad_test_on_real_mvtec_layout_data(workdir, capsys):
 
 
 @pytest.mark.slow
-def test_protocol_over_every_real_subset(tmp_path, monkeypatch, capsys):
+def test_protocol_over_every_real_subset(tmp_path, monkeypatch, run_cli):
     """configs/protocol/shared_subsets.yaml through `zsad test`: every real subset, undefined metrics left out."""
     from tests.conftest import shared_data
 
@@ -183,7 +169,7 @@ def test_protocol_over_every_real_subset(tmp_path, monkeypatch, capsys):
     args = ["test", "-c", CONFIGS[0], "-c", CONFIGS[1], "-c", str(ROOT / "configs/protocol/shared_subsets.yaml"),
             "-c", CONFIGS[3], "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'run'}",
             "--model.pixel_metrics=[pixel_auroc, pixel_aupro]"]  # fmt: skip
-    code, out = run(args, capsys)
+    code, out = run_cli(args)
     assert code == 0, out
     document = json.loads(next((tmp_path / "run").rglob("results.json")).read_text())
     assert document["counts"] == {

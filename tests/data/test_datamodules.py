@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from dataset_items import ITEM_KEYS
 from lightning.pytorch.trainer.states import TrainerFn
 
 from zsad.data import MVTecDataModule, SyntheticDataModule
@@ -17,21 +18,6 @@ from zsad.registry import DATAMODULES
 
 AUX = ["stripes", "disc"]
 TARGETS = ["checker", "ring"]
-KEYS = {
-    "image",
-    "mask",
-    "label",
-    "category",
-    "defect_type",
-    "path",
-    "dataset",
-    "index",
-    "valid",
-    "problem",
-    "native_size",
-    "mask_path",
-    "mask_threshold",
-}
 
 
 def _module(root: Path, **kwargs) -> MVTecDataModule:
@@ -107,7 +93,7 @@ def test_train_loader(synthetic_root: Path) -> None:
     batches = list(loader)
     assert len(batches) == 4  # 2 categories x 16 images / 8
     for batch in batches:
-        assert set(batch) == KEYS
+        assert set(batch) == ITEM_KEYS
         assert batch["image"].shape == (8, 3, 64, 64)
         assert batch["image"].dtype == torch.float32
         assert batch["mask"].shape == (8, 1, 64, 64)
@@ -210,6 +196,9 @@ def test_synthetic_module_caches_under_env_dir(tmp_path: Path, monkeypatch: pyte
     assert Path(other.root) != root
     bigger = SyntheticDataModule(**SMALL, n_test_good=3, n_test_per_defect=1)
     assert Path(bigger.root) not in (root, Path(other.root))
+    marked = SyntheticDataModule(**SMALL, **SMALL_COUNTS, defect_look="marked")
+    assert marked.spec.defect_look == "marked"
+    assert Path(marked.root) not in (root, Path(other.root), Path(bigger.root))
 
 
 def test_synthetic_module_explicit_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dataset_items import ITEM_KEYS
 from PIL import Image
 
 from conftest import shared_data
@@ -189,21 +190,7 @@ def test_dataset_items(synthetic_root: Path) -> None:
     assert len(dataset) == len(records) == 16
     for index, record in enumerate(records):
         item = dataset[index]
-        assert set(item) == {
-            "image",
-            "mask",
-            "label",
-            "category",
-            "defect_type",
-            "path",
-            "dataset",
-            "index",
-            "valid",
-            "problem",
-            "native_size",
-            "mask_path",
-            "mask_threshold",
-        }
+        assert set(item) == ITEM_KEYS
         assert item["image"].shape == (3, 48, 48)
         assert item["image"].dtype == torch.float32
         assert item["mask"].shape == (1, 48, 48)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zsad.data.synthetic.defects import MARK_COLOUR
 from zsad.data.synthetic.generator import (
     DEFECT_TYPES,
     MARKER_NAME,
@@ -103,6 +104,21 @@ def test_defect_changes_exactly_the_masked_pixels(dataset: Path) -> None:
         mask = _load(mask_path) == 255
         assert diff[mask].mean() > 20, (category, defect, index)
         assert diff[~mask].max() == 0, (category, defect, index)
+
+
+def test_marked_defects_share_one_colour_and_keep_the_masks(dataset: Path, tmp_path: Path) -> None:
+    spec = SyntheticSpec(categories=("checker", "capsule"), defect_look="marked")
+    marked = generate_synthetic_dataset(tmp_path, spec)
+    for category, defect, image_path, mask_path in _defect_files(marked):
+        natural = _load(dataset / image_path.relative_to(marked)).astype(np.int16)
+        image = _load(image_path).astype(np.int16)
+        mask = _load(mask_path) == 255
+        assert np.array_equal(mask, _load(dataset / mask_path.relative_to(marked)) == 255)
+        assert np.array_equal(image[~mask], natural[~mask]), (category, defect)
+        mean = image[mask].mean(axis=0) / 255
+        assert np.abs(mean - np.asarray(MARK_COLOUR)).max() < 0.05, (category, defect, mean)
+    for good in (marked / "checker" / "test" / "good").glob("*.png"):
+        assert good.read_bytes() == (dataset / good.relative_to(marked)).read_bytes()
 
 
 def test_object_defects_lie_on_the_object() -> None:
@@ -213,6 +229,7 @@ def test_categories_look_different_but_consistent() -> None:
         ({"n_test_good": -1}, "n_test_good"),
         ({"n_test_per_defect": 0}, "n_test_per_defect"),
         ({"seed": -3}, "seed"),
+        ({"defect_look": "glowing"}, "glowing"),
     ],
 )
 def test_spec_validation_names_the_bad_value(kwargs: dict, needle: str) -> None:

@@ -11,13 +11,9 @@ import json
 
 import lightning as L  # noqa: N812
 import torch
+from cache_fit import cache_counts, static_model, training_data
 
 from zsad import ZSADModule
-from zsad.backbones import TinyRandomBackbone
-from zsad.data import SyntheticDataModule
-from zsad.heads import DualBranchHead
-from zsad.losses import DiceLoss, FocalLoss, ImageCrossEntropy
-from zsad.prompts import StaticPrompt
 
 
 class CountsWriter(L.Callback):
@@ -27,7 +23,7 @@ class CountsWriter(L.Callback):
         self.path = path
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: ZSADModule) -> None:
-        counts = module.training_cache.counts if module.training_cache is not None else None
+        counts = cache_counts(module)
         with open(f"{self.path}.rank{trainer.global_rank}", "w") as handle:
             json.dump(None if counts is None else {"hits": counts.hits, "misses": counts.misses}, handle)
 
@@ -40,15 +36,8 @@ def main() -> None:
     parser.add_argument("--cache", default="off")
     args = parser.parse_args()
     L.seed_everything(0, verbose=False)
-    model = ZSADModule(
-        TinyRandomBackbone(vv_start_layer=6),
-        StaticPrompt(n_ctx=4, deep_depth=3),
-        DualBranchHead(),
-        losses=[ImageCrossEntropy(), FocalLoss(weight=4.0), DiceLoss(weight=4.0)],
-        feature_cache=args.cache,
-    )
-    # 16 images: each of 2 ranks trains on a shuffled half (one batch of 8) per epoch
-    data = SyntheticDataModule(root=args.root, aux_categories=["stripes"], target_categories=["disc"], n_test_good=6)
+    model = static_model(feature_cache=args.cache)
+    data = training_data(args.root)  # 16 images: each of 2 ranks trains on a shuffled half (one batch of 8) per epoch
     trainer = L.Trainer(
         accelerator="cpu",
         devices=args.devices,

@@ -8,17 +8,16 @@ from pathlib import Path
 import lightning as L  # noqa: N812
 import pytest
 import torch
+from cache_fit import cache_counts, static_model, training_data
 
 from zsad import ZSADModule
 from zsad.backbones import TinyRandomBackbone
 from zsad.cli import ZSADCLI
 from zsad.config_aliases import install_loader, translate_argv
-from zsad.data import SyntheticDataModule
 from zsad.errors import ConfigError
 from zsad.features import FeatureCacheSettings, open_training_cache
 from zsad.heads import DualBranchHead
-from zsad.losses import DiceLoss, FocalLoss, ImageCrossEntropy
-from zsad.prompts import DAPOPrompt, StaticPrompt
+from zsad.prompts import DAPOPrompt
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 3
@@ -33,7 +32,7 @@ class LossRecorder(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
     def on_train_epoch_end(self, trainer, module) -> None:
-        self.counts = module.training_cache.counts if module.training_cache is not None else None
+        self.counts = cache_counts(module)
 
 
 def fit(root: Path, **cache_options) -> tuple[LossRecorder, dict[str, torch.Tensor], ZSADModule]:
@@ -43,14 +42,8 @@ def fit(root: Path, **cache_options) -> tuple[LossRecorder, dict[str, torch.Tens
     different sizes (with or without a cache), which would make an uncached run itself batch-size dependent.
     """
     L.seed_everything(0, verbose=False)
-    module = ZSADModule(
-        TinyRandomBackbone(vv_start_layer=6),
-        StaticPrompt(n_ctx=4, deep_depth=3),
-        DualBranchHead(),
-        losses=[ImageCrossEntropy(), FocalLoss(weight=4.0), DiceLoss(weight=4.0)],
-        **cache_options,
-    )
-    data = SyntheticDataModule(root=str(root), aux_categories=["stripes"], target_categories=["disc"], n_test_good=6)
+    module = static_model(**cache_options)
+    data = training_data(root)
     recorder = LossRecorder()
     trainer = L.Trainer(
         max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,

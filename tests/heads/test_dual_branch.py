@@ -5,22 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from head_inputs import random_features
 from scipy.ndimage import gaussian_filter
 
 from zsad.errors import ConfigError
 from zsad.heads import DualBranchHead
 from zsad.heads.maps import gaussian_smooth
-from zsad.structures import Features, TextFeatures
+from zsad.structures import TextFeatures
 
 
 def make_inputs(batch=2, grid=(4, 4), dim=8, layers=2, shared=True):
     g = torch.Generator().manual_seed(0)
-    features = Features(
-        global_embedding=torch.randn(batch, dim, generator=g),
-        patch_tokens=tuple(torch.randn(batch, grid[0] * grid[1], dim, generator=g) for _ in range(layers)),
-        layers=tuple(range(1, layers + 1)),
-        grid=grid,
-    )
+    features = random_features(g, batch, grid, dim, layers=range(1, layers + 1))
     text = torch.nn.functional.normalize(torch.randn(1 if shared else batch, 2, dim, generator=g), dim=-1)
     return features, TextFeatures(embeddings=text)
 

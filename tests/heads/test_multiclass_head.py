@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from head_inputs import random_features
 
 from zsad.errors import ConfigError
 from zsad.heads.multiclass import MultiClassHead
@@ -16,12 +17,7 @@ WIDTH, DIM, GRID, SIZE = 12, 8, (4, 4), (16, 16)
 
 def make_inputs(batch=2, classes=4, layers=(6, 12)):
     g = torch.Generator().manual_seed(0)
-    features = Features(
-        global_embedding=torch.randn(batch, DIM, generator=g),
-        patch_tokens=tuple(torch.randn(batch, GRID[0] * GRID[1], WIDTH, generator=g) for _ in layers),
-        layers=layers,
-        grid=GRID,
-    )
+    features = random_features(g, batch, GRID, DIM, layers, width=WIDTH)
     text = F.normalize(torch.randn(1, classes, DIM, generator=g), dim=-1)
     names = ("normal", *(f"defect{i}" for i in range(1, classes)))
     return features, TextFeatures(embeddings=text, class_names=names)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from head_inputs import random_features
 
 from zsad.errors import ConfigError
 from zsad.heads.maps import gaussian_smooth
@@ -17,12 +18,7 @@ GRID, SIZE, DIM = (4, 4), (16, 16), 8
 
 def make_inputs(batch=2, layers=1, prototypes=True, seed=0):
     g = torch.Generator().manual_seed(seed)
-    features = Features(
-        global_embedding=torch.randn(batch, DIM, generator=g),
-        patch_tokens=tuple(torch.randn(batch, 16, DIM, generator=g) for _ in range(layers)),
-        layers=tuple(range(24 - layers + 1, 25)),
-        grid=GRID,
-    )
+    features = random_features(g, batch, GRID, DIM, layers=range(24 - layers + 1, 25))
     text = torch.nn.functional.normalize(torch.randn(batch, 2, DIM, generator=g), dim=-1)
     protos = torch.randn(batch, 6, DIM, generator=g) if prototypes else None  # 3 normal, then 3 anomaly
     return features, TextFeatures(embeddings=text, prototypes=protos)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from head_inputs import random_features
 from torch.nn import functional as F  # noqa: N812
 
 from zsad.errors import ConfigError
@@ -17,12 +18,7 @@ from zsad.structures import Features, TextFeatures
 
 def make_inputs(batch=2, grid=(4, 4), dim=8, layers=3, per_layer=True, classes=2):
     g = torch.Generator().manual_seed(0)
-    features = Features(
-        global_embedding=torch.randn(batch, dim, generator=g),
-        patch_tokens=tuple(torch.randn(batch, grid[0] * grid[1], dim, generator=g) for _ in range(layers)),
-        layers=tuple(range(1, layers + 1)),
-        grid=grid,
-    )
+    features = random_features(g, batch, grid, dim, layers=range(1, layers + 1))
     text = F.normalize(torch.randn(batch, classes, dim, generator=g), dim=-1)
     layer_text = tuple(F.normalize(torch.randn(batch, classes, dim, generator=g), dim=-1) for _ in range(layers))
     return features, TextFeatures(embeddings=text, per_layer=layer_text if per_layer else None)

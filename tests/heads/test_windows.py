@@ -12,7 +12,6 @@ import torch.nn.functional as F  # noqa: N812
 
 from zsad import ZSADModule
 from zsad.backbones.windows import WinCLIPBackbone, WindowFeatures, encode_windows, window_patch_indices
-from zsad.cli import main
 from zsad.errors import ConfigError
 from zsad.heads.windows import WindowHead, harmonic_patch_scores
 from zsad.prompts.winclip import WinCLIPPrompt
@@ -217,29 +216,19 @@ def test_module_scores_without_training(backbone, images):
         module.training_step(batch, 0)
 
 
-def run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
-def test_cli_test_runs_and_fit_refuses(tmp_path, monkeypatch, capsys):
+def test_cli_test_runs_and_fit_refuses(tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
     reproduction = ["-c", WINCLIP_SMOKE[0], "-c", WINCLIP_SMOKE[2], "-c", WINCLIP_SMOKE[3]]
-    code, out = run(["test", *reproduction, "--print_config"], capsys)
+    code, out = run_cli(["test", *reproduction, "--print_config"])
     assert code == 0 and "model_name: ViT-B-16-plus-240" in out and "pretrained: laion400m_e31" in out
     assert "image_size: 240" in out and "class_path: zsad.backbones.windows.WinCLIPBackbone" in out
     configs = [arg for path in WINCLIP_SMOKE for arg in ("-c", path)]
     configs += ["--data.init_args.aux_categories=[stripes]", "--data.init_args.target_categories=[ring,capsule]"]
-    code, out = run(["test", *configs, "--trainer.enable_progress_bar=false"], capsys)
+    code, out = run_cli(["test", *configs, "--trainer.enable_progress_bar=false"])
     assert code == 0, out
     document = json.loads(next(tmp_path.glob("runs/smoke/lightning_logs/*/results.json")).read_text())
     assert set(document["per_category"]["synthetic"]) == {"ring", "capsule"}
     assert document["model"]["head"]["class_path"] == "zsad.heads.windows.WindowHead"
-    code, out = run(["fit", *configs, "--trainer.max_steps=2", "--trainer.enable_progress_bar=false"], capsys)
+    code, out = run_cli(["fit", *configs, "--trainer.max_steps=2", "--trainer.enable_progress_bar=false"])
     assert code == 2 and "has no trainable parameters; use `zsad test`" in out

@@ -21,17 +21,6 @@ def config_args(*names: str) -> list[str]:
     return [arg for path in config_paths(*names) for arg in ("-c", path)]
 
 
-def run_zsad(args, capsys):
-    """Run the zsad CLI in-process; return (exit code, stdout + stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
 @dataclass(frozen=True)
 class TrainedRun:
     """A checkpoint and the synthetic dataset it was trained on."""

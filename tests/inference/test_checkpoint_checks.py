@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.inference.conftest import run_zsad
 
 import zsad
 from zsad.errors import CheckpointError
@@ -77,12 +76,12 @@ def test_trainable_parameters_must_fit(saved, tmp_path):
         zsad.load(missing)
 
 
-def test_the_cli_prints_one_line(tmp_path, capsys):
-    code, out = run_zsad(["predict", "--ckpt", str(tmp_path / "none.ckpt"), "--images", str(tmp_path), "--out",
-                          str(tmp_path / "out")], capsys)  # fmt: skip
+def test_the_cli_prints_one_line(tmp_path, run_cli):
+    code, out = run_cli(["predict", "--ckpt", str(tmp_path / "none.ckpt"), "--images", str(tmp_path), "--out",
+                         str(tmp_path / "out")])  # fmt: skip
     assert code == 2 and "Traceback" not in out
     assert "zsad: error: No files found in the folder" in out  # the input is checked before the model loads
     (tmp_path / "a.png").write_bytes(b"")
-    code, out = run_zsad(["predict", "--ckpt", str(tmp_path / "none.ckpt"), "--images", str(tmp_path), "--out",
-                          str(tmp_path / "out")], capsys)  # fmt: skip
+    code, out = run_cli(["predict", "--ckpt", str(tmp_path / "none.ckpt"), "--images", str(tmp_path), "--out",
+                         str(tmp_path / "out")])  # fmt: skip
     assert code == 2 and "zsad: error: Checkpoint" in out and "does not exist" in out

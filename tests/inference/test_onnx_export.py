@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.inference.conftest import config_args, config_paths, run_zsad
+from tests.inference.conftest import config_args, config_paths
 
 import zsad
 
@@ -37,10 +37,10 @@ def assert_matches_pytorch(path, detector, class_name=None):
 
 
 @pytest.mark.slow
-def test_static_checkpoint_exports(trained, tmp_path, capsys):
+def test_static_checkpoint_exports(trained, tmp_path, run_cli):
     path = tmp_path / "static.onnx"
     args = ["export", "--ckpt", str(trained.checkpoint), "--format", "onnx", "--out", str(path)]
-    code, output = run_zsad(args, capsys)
+    code, output = run_cli(args)
     assert code == 0, output
     graph = assert_matches_pytorch(path, zsad.load(trained.checkpoint, device="cpu"))
     metadata = graph.get_modelmeta().custom_metadata_map
@@ -49,23 +49,21 @@ def test_static_checkpoint_exports(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_winclip_exports_from_its_configs(tmp_path, capsys):
+def test_winclip_exports_from_its_configs(tmp_path, run_cli):
     path = tmp_path / "winclip.onnx"
-    code, output = run_zsad(["export", *config_args(*WINCLIP_CONFIGS), "--out", str(path), "--class-name", "bottle"],
-                            capsys)  # fmt: skip
+    code, output = run_cli(["export", *config_args(*WINCLIP_CONFIGS), "--out", str(path), "--class-name", "bottle"])
     assert code == 0, output
     graph = assert_matches_pytorch(path, zsad.load(config_paths(*WINCLIP_CONFIGS), device="cpu"), "bottle")
     assert graph.get_modelmeta().custom_metadata_map["object_name"] == "bottle"
 
 
-def test_image_conditioned_prompts_are_refused(tmp_path, capsys):
+def test_image_conditioned_prompts_are_refused(tmp_path, run_cli):
     path = tmp_path / "cops.onnx"
-    code, output = run_zsad(["export", *config_args("backbone/tiny.yaml", "method/cops.yaml"), "--out", str(path)],
-                            capsys)  # fmt: skip
+    code, output = run_cli(["export", *config_args("backbone/tiny.yaml", "method/cops.yaml"), "--out", str(path)])
     assert code == 2 and "zsad: error: CoPSPrompt builds its prompts from each image" in output
     assert "text encoder would have to run inside the ONNX graph" in output and not path.exists()
 
 
-def test_export_needs_a_model(capsys):
-    code, output = run_zsad(["export", "--out", "model.onnx"], capsys)
+def test_export_needs_a_model(run_cli):
+    code, output = run_cli(["export", "--out", "model.onnx"])
     assert code == 2 and "zsad: error: Give --ckpt" in output

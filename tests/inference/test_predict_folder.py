@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from tests.conftest import shared_data
-from tests.inference.conftest import config_args, run_zsad
+from tests.inference.conftest import config_args
 
 from zsad import ZSADModule
 from zsad.backbones import TinyRandomBackbone
@@ -26,7 +26,7 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
-def test_folder_with_a_sub_folder_and_files_that_are_not_images(trained, tmp_path, capsys):
+def test_folder_with_a_sub_folder_and_files_that_are_not_images(trained, tmp_path, run_cli):
     folder = tmp_path / "images"
     (folder / "sub").mkdir(parents=True)
     shutil.copy(trained.image("ring", "good", 0), folder / "a.png")
@@ -35,7 +35,7 @@ def test_folder_with_a_sub_folder_and_files_that_are_not_images(trained, tmp_pat
     (folder / "sub" / "truncated.png").write_bytes(b"\x89PNG\r\n")
     out = tmp_path / "out"
     args = ["predict", "--ckpt", str(trained.checkpoint), "--images", str(folder), "--out", str(out)]
-    code, output = run_zsad([*args, "--batch-size", "1", "--device", "cpu"], capsys)
+    code, output = run_cli([*args, "--batch-size", "1", "--device", "cpu"])
     assert code == 0, output
     rows = read_rows(out / "scores.csv")
     assert [row["path"] for row in rows] == ["a.png", "sub/b.jpg"]  # relative, sorted; no defect column (static)
@@ -49,29 +49,28 @@ def test_folder_with_a_sub_folder_and_files_that_are_not_images(trained, tmp_pat
     assert "100%" in output  # the progress bar ran to the end
 
 
-def test_glob_pattern_and_errors(trained, tmp_path, capsys):
+def test_glob_pattern_and_errors(trained, tmp_path, run_cli):
     folder = tmp_path / "glob" / "x"
     folder.mkdir(parents=True)
     for index in range(2):
         shutil.copy(trained.image("grain", "good", index), folder / f"{index}.png")
     out = tmp_path / "out"
     pattern = str(tmp_path / "glob" / "**" / "*.png")
-    code, output = run_zsad(["predict", "--ckpt", str(trained.checkpoint), "--images", pattern, "--out", str(out)],
-                            capsys)  # fmt: skip
+    code, output = run_cli(["predict", "--ckpt", str(trained.checkpoint), "--images", pattern, "--out", str(out)])
     assert code == 0, output
     assert [row["path"] for row in read_rows(out / "scores.csv")] == ["x/0.png", "x/1.png"]
     assert (out / "skipped.txt").read_text() == ""
     only_text = tmp_path / "text_only"
     only_text.mkdir()
     (only_text / "readme.md").write_text("# no images here")
-    code, output = run_zsad(["predict", "--ckpt", str(trained.checkpoint), "--images", str(only_text), "--out",
-                             str(tmp_path / "out2")], capsys)  # fmt: skip
+    code, output = run_cli(["predict", "--ckpt", str(trained.checkpoint), "--images", str(only_text), "--out",
+                            str(tmp_path / "out2")])  # fmt: skip
     assert code == 2 and "zsad: error: None of the 1 files" in output
     assert (tmp_path / "out2" / "skipped.txt").read_text().startswith("readme.md\t")
 
 
-def test_predict_without_images_stays_lightning(capsys):
-    code, output = run_zsad(["predict", *config_args("backbone/tiny.yaml"), "--help"], capsys)
+def test_predict_without_images_stays_lightning(run_cli):
+    code, output = run_cli(["predict", *config_args("backbone/tiny.yaml"), "--help"])
     assert code == 0 and "--trainer" in output and "--images" not in output
 
 
@@ -90,13 +89,12 @@ def test_input_names_and_overlay_names(tmp_path):
 
 
 @pytest.mark.shared_data
-def test_real_mvtec_images(trained, tmp_path, capsys):
+def test_real_mvtec_images(trained, tmp_path, run_cli):
     """Three 900 x 900 MVTec AD bottle images from ../shared/data: maps and overlays at their own size."""
     root = shared_data("mvtec_ad")
     pattern = str(root / "bottle" / "test" / "broken_large" / "00[0-2].png")
     out = tmp_path / "out"
-    code, output = run_zsad(["predict", "--ckpt", str(trained.checkpoint), "--images", pattern, "--out", str(out)],
-                            capsys)  # fmt: skip
+    code, output = run_cli(["predict", "--ckpt", str(trained.checkpoint), "--images", pattern, "--out", str(out)])
     assert code == 0, output
     assert [row["path"] for row in read_rows(out / "scores.csv")] == ["000.png", "001.png", "002.png"]
     overlay = Image.open(out / "overlays" / "000.png")

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 import zsad.heads.saga
+from training_steps import train_on_batch
 from zsad import ZSADModule
 from zsad.backbones import TinyRandomBackbone
 from zsad.cli import main
@@ -428,13 +429,7 @@ def test_module_from_the_config_trains_and_tests(images):
     batch = {"image": images, "mask": masks, "label": torch.tensor([1, 0]), "category": ["a", "a"]}
     optimizer = module.configure_optimizers()
     assert optimizer.defaults["betas"] == (0.5, 0.999) and optimizer.defaults["lr"] == 1e-3
-    losses = []
-    for _ in range(8):
-        optimizer.zero_grad()
-        loss = module.training_step(batch, 0)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
+    losses = train_on_batch(module, optimizer, batch, steps=8)
     assert losses[-1] < losses[0] - 0.1
     module.eval()
     with torch.no_grad():

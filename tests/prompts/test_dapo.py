@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 import yaml
 
+from training_steps import train_on_batch
 from zsad import ZSADModule
 from zsad.backbones import TinyRandomBackbone
 from zsad.cli import main
@@ -92,6 +93,20 @@ def test_each_quirk_changes_the_embeddings(backbone):
             results[causal, pool_original] = prompt(None, backbone.text).embeddings
     for a, b in itertools.combinations(results.values(), 2):
         assert (a - b).abs().max() > 1e-3
+
+
+def test_text_checkpointing_gives_the_same_values_and_gradients(backbone):
+    grads = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        prompt = make_prompt(backbone, text_checkpointing=checkpointing)
+        embeddings = prompt(None, backbone.text).embeddings
+        (embeddings * torch.arange(embeddings.numel()).view_as(embeddings)).sum().backward()
+        text_grads = [p.grad for p in prompt.parameters() if p.grad is not None]  # the visual tokens get none here
+        grads[checkpointing] = (embeddings.detach(), *text_grads)
+    assert len(grads[True]) == len(grads[False]) > 3
+    for plain, recomputed in zip(grads[False], grads[True], strict=True):
+        torch.testing.assert_close(recomputed, plain, atol=0, rtol=0)
 
 
 def test_embeddings_are_the_normalised_mean_over_prompt_sets(backbone):
@@ -213,18 +228,7 @@ def test_module_trains_every_learned_token_and_lowers_the_loss(backbone, images)
     assert trainable == prompt_params | {f"head.patch_maps.{i}.{k}" for i in range(4) for k in ("weight", "bias")}
     assert set(module.state_dict()) == trainable
     optimizer = module.configure_optimizers()
-    batch = batch_of(images)
-    losses = []
-    for step in range(4):
-        optimizer.zero_grad()
-        loss = module.training_step(batch, 0)
-        loss.backward()
-        if step == 0:
-            for name, parameter in module.named_parameters():
-                if parameter.requires_grad:
-                    assert parameter.grad is not None and float(parameter.grad.abs().sum()) > 0, name
-        optimizer.step()
-        losses.append(float(loss))
+    losses = train_on_batch(module, optimizer, batch_of(images), steps=4, check_gradients=True)
     assert losses[-1] < losses[0] - 1.0
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zsad.cli import main
 from zsad.errors import ConfigError
 from zsad.workflow.grid import runner
 from zsad.workflow.grid.command import grid_main
@@ -58,17 +57,6 @@ def prepare(path: Path, out: Path) -> list[runner.PreparedRun]:
     """Read, expand and resolve a grid file."""
     spec = load_grid(path)
     return prepare_runs(spec, expand_grid(spec), out)
-
-
-def run_main(args, capsys):
-    """Run `zsad` in-process; return (exit status, stdout + stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 # ------------------------------------------------------------------ expansion
@@ -180,10 +168,10 @@ def test_unknown_top_level_key_is_named(tmp_path):
     ("key", "value"),
     [("model.head.init_args.top_k", 10), ("trainer.max_epoch", 3), ("nonsense", True)],
 )
-def test_a_leaf_key_the_parser_refuses_is_named_and_nothing_runs(key, value, tmp_path, monkeypatch, capsys):
+def test_a_leaf_key_the_parser_refuses_is_named_and_nothing_runs(key, value, tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(tmp_path)
     grid = {"method": {"static": str(CONFIGS / "method/static.yaml")}, key: [value]}
-    code, output = run_main(["grid", str(write_grid(tmp_path, grid)), "--out", "out"], capsys)
+    code, output = run_cli(["grid", str(write_grid(tmp_path, grid)), "--out", "out"])
     assert code == 2
     assert output.startswith("zsad: error: ") and output.count("\n") == 1
     assert f"grid key '{key}'" in output and "run 'grid'" in output
@@ -246,9 +234,9 @@ def test_shipped_grids_cover_every_method_and_cops_ablation_config():
 # ------------------------------------------------------------------ dry run and W&B sweep
 
 
-def test_dry_run_lists_the_runs(tmp_path, monkeypatch, capsys):
+def test_dry_run_lists_the_runs(tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(tmp_path)
-    code, output = run_main(["grid", str(SMOKE), "--dry-run"], capsys)
+    code, output = run_cli(["grid", str(SMOKE), "--dry-run"])
     assert code == 0
     assert "4 runs into runs/synthetic_smoke" in output
     for label in ("static-seed0-", "static-seed1-", "winclip-seed0-", "winclip-seed1-"):
@@ -256,9 +244,9 @@ def test_dry_run_lists_the_runs(tmp_path, monkeypatch, capsys):
     assert output.count("pending") == 4 and not (tmp_path / "runs").exists()
 
 
-def test_wandb_sweep_is_a_grid_sweep_over_the_axes(tmp_path, monkeypatch, capsys):
+def test_wandb_sweep_is_a_grid_sweep_over_the_axes(tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(tmp_path)
-    code, output = run_main(["grid", str(SMOKE), "--wandb-sweep", "sweep.yaml"], capsys)
+    code, output = run_cli(["grid", str(SMOKE), "--wandb-sweep", "sweep.yaml"])
     assert code == 0 and "wandb sweep sweep.yaml" in output
     sweep = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
     assert sweep["method"] == "grid"
@@ -274,7 +262,7 @@ def test_wandb_sweep_is_a_grid_sweep_over_the_axes(tmp_path, monkeypatch, capsys
         "${args_no_hyphens}",
     ]
     assert sweep["metric"]["name"] == "test/mean/image_auroc"
-    code, output = run_main(["grid", str(SMOKE), "--wandb-sweep"], capsys)  # no FILE: stdout
+    code, output = run_cli(["grid", str(SMOKE), "--wandb-sweep"])  # no FILE: stdout
     assert yaml.safe_load(output)["parameters"] == sweep["parameters"]
 
 

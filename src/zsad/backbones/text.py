@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from zsad.structures import l2_normalize
 
@@ -170,6 +171,7 @@ class TextEncoder(nn.Module):
         truncate: bool = True,
         causal: bool = True,
         normalize: bool = True,
+        checkpoint: bool = False,
     ) -> Tensor:
         """Encode prompt embeddings to ``[P, D]`` text features.
 
@@ -180,6 +182,8 @@ class TextEncoder(nn.Module):
             truncate: Cut to the longest prompt (exact under the causal mask; ignored when ``causal=False``).
             causal: Apply the causal mask (``False`` reproduces DAPO's learned-prompt path).
             normalize: L2-normalise the output.
+            checkpoint: Recompute each block in the backward pass instead of keeping its activations (only while
+                autograd records): less memory for many long prompts, the same values, one more text forward.
         """
         length = prompt_embeddings.shape[1]
         if truncate and causal:
@@ -189,7 +193,10 @@ class TextEncoder(nn.Module):
             if deep_prompts is not None:
                 tokens = deep_prompts.before_layer(layer, tokens)
             mask = causal_mask(tokens.shape[1], tokens.dtype, tokens.device) if causal else None
-            tokens = block(tokens, attn_mask=mask)
+            if checkpoint and torch.is_grad_enabled():
+                tokens = activation_checkpoint(block, tokens, attn_mask=mask, use_reentrant=False)
+            else:
+                tokens = block(tokens, attn_mask=mask)
         tokens = self.ln_final(tokens)
         shift = deep_prompts.inserted_tokens if deep_prompts is not None else 0
         pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot_positions + shift]

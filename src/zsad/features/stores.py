@@ -25,7 +25,7 @@ from torch import Tensor
 
 from zsad.errors import DataError
 from zsad.features.records import FeatureLayout
-from zsad.workflow.results import atomic_write_text
+from zsad.workflow.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,9 @@ from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
     Aggregation,
     UpsampleMode,
-    aggregate_layers,
-    anomaly_probability,
+    anomaly_scores,
     check_temperature_and_sigma,
     class_logits,
-    gaussian_smooth,
     patch_probabilities,
 )
 from zsad.registry import HEADS
@@ -49,12 +47,4 @@ class DualBranchHead(ScoringHead):
             patch_probabilities(tokens, text.for_layer(i), self.temperature, features.grid, image_size, self.upsample)
             for i, tokens in enumerate(features.dense_tokens)
         )
-        anomaly_map = aggregate_layers([anomaly_probability(p) for p in layer_probs], self.aggregation)
-        if not self.training:
-            anomaly_map = gaussian_smooth(anomaly_map, self.sigma)
-        return Scores(
-            image_logits=image_logits,
-            image_score=anomaly_probability(image_logits.softmax(dim=-1)),
-            layer_probs=layer_probs,
-            anomaly_map=anomaly_map,
-        )
+        return anomaly_scores(image_logits, layer_probs, self.aggregation, 0.0 if self.training else self.sigma)

@@ -1,8 +1,9 @@
-"""Building blocks shared by scoring heads: patch-text probabilities, upsampling, aggregation, smoothing."""
+"""Building blocks shared by scoring heads: patch-text probabilities, upsampling, aggregation, smoothing, scores."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
 from zsad.errors import ConfigError
-from zsad.structures import l2_normalize
+from zsad.structures import Scores, l2_normalize
 
 Aggregation = Literal["sum", "mean"]
 UpsampleMode = Literal["bilinear", "bicubic", "nearest"]
@@ -35,10 +36,34 @@ def patch_probabilities(
     tokens: Tensor, text: Tensor, temperature: float, grid: tuple[int, int], image_size: tuple[int, int], mode: str
 ) -> Tensor:
     """Per-patch class probabilities, upsampled: ``[B, C, H, W]``."""
-    probs = class_logits(tokens, text, temperature).softmax(dim=-1)
-    probs = rearrange(probs, "b (h w) c -> b c h w", h=grid[0], w=grid[1])
-    align = False if mode in ("bilinear", "bicubic") else None
-    return F.interpolate(probs, size=image_size, mode=mode, align_corners=align)
+    return upsample_patches(class_logits(tokens, text, temperature).softmax(dim=-1), grid, image_size, mode)
+
+
+def upsample_patches(values: Tensor, grid: tuple[int, int], image_size: tuple[int, int], mode: str) -> Tensor:
+    """Per-patch values to maps at image size.
+
+    Args:
+        values: ``[B, N, C]`` values of the ``N = rows * cols`` patches, in row-major order.
+        grid: ``(rows, cols)`` of the patch grid.
+        image_size: ``(H, W)`` of the maps.
+        mode: ``torch.nn.functional.interpolate`` mode.
+
+    Returns:
+        ``[B, C, H, W]`` maps.
+    """
+    return resize_maps(rearrange(values, "b (h w) c -> b c h w", h=grid[0], w=grid[1]), image_size, mode)
+
+
+def resize_maps(maps: Tensor, image_size: tuple[int, int], mode: str) -> Tensor:
+    """Resize ``[B, C, h, w]`` maps to ``[B, C, H, W]`` (``align_corners=False`` for the modes that take it).
+
+    Args:
+        maps: The maps at patch-grid (or any) resolution.
+        image_size: ``(H, W)`` of the result.
+        mode: ``torch.nn.functional.interpolate`` mode.
+    """
+    align = False if mode in ("bilinear", "bicubic") else None  # the other modes refuse align_corners
+    return F.interpolate(maps, size=image_size, mode=mode, align_corners=align)
 
 
 def anomaly_probability(probs: Tensor) -> Tensor:
@@ -49,6 +74,29 @@ def anomaly_probability(probs: Tensor) -> Tensor:
 def aggregate_layers(maps: list[Tensor], how: Aggregation) -> Tensor:
     """Sum (AnomalyCLIP) or mean (ViP2) of per-layer maps."""
     return reduce(torch.stack(maps), "layers ... -> ...", how)
+
+
+def anomaly_scores(
+    image_logits: Tensor, layer_probs: Sequence[Tensor], aggregation: Aggregation, sigma: float
+) -> Scores:
+    """Scores of a head whose class 0 is normal: image score and map are probabilities of "not normal".
+
+    Args:
+        image_logits: ``[B, C]`` temperature-scaled image logits.
+        layer_probs: Per layer, ``[B, C, H, W]`` class probabilities at image size.
+        aggregation: How the layers' anomaly maps combine.
+        sigma: Gaussian smoothing of the combined map; heads pass 0 while training, when maps stay unsmoothed.
+
+    Returns:
+        The :class:`~zsad.structures.Scores`, without a class map.
+    """
+    anomaly_map = aggregate_layers([anomaly_probability(p) for p in layer_probs], aggregation)
+    return Scores(
+        image_logits=image_logits,
+        image_score=anomaly_probability(image_logits.softmax(dim=-1)),
+        layer_probs=tuple(layer_probs),
+        anomaly_map=gaussian_smooth(anomaly_map, sigma),
+    )
 
 
 def gaussian_smooth(maps: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:

@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
-from einops import rearrange
 from torch import Tensor
 
 from zsad.errors import ConfigError
@@ -26,6 +24,7 @@ from zsad.heads.maps import (
     check_temperature_and_sigma,
     class_logits,
     gaussian_smooth,
+    upsample_patches,
 )
 from zsad.prompts.cops.ests import average_neighbor, check_kernel, prototype_distances
 from zsad.registry import HEADS
@@ -165,9 +164,7 @@ class SAGAHead(ScoringHead):
 
     def to_image(self, patch_values: Tensor, grid: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
         """``[B, N, C]`` patch values to ``[B, C, H, W]`` maps at image size."""
-        maps = rearrange(patch_values, "b (h w) c -> b c h w", h=grid[0], w=grid[1])
-        align = False if self.upsample in ("bilinear", "bicubic") else None
-        return F.interpolate(maps, size=image_size, mode=self.upsample, align_corners=align)
+        return upsample_patches(patch_values, grid, image_size, self.upsample)
 
 
 def resolve_constants(preset: str | None, explicit: dict[str, Any]) -> dict[str, Any]:

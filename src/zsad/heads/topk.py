@@ -10,8 +10,6 @@ anomaly part. The global CLS feature is not used for scoring.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812
-from einops import rearrange
 from torch import Tensor
 
 from zsad.errors import ConfigError
@@ -19,11 +17,10 @@ from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
     Aggregation,
     UpsampleMode,
-    aggregate_layers,
-    anomaly_probability,
+    anomaly_scores,
     check_temperature_and_sigma,
     class_logits,
-    gaussian_smooth,
+    upsample_patches,
 )
 from zsad.registry import HEADS
 from zsad.structures import Features, Scores, TextFeatures
@@ -40,13 +37,6 @@ def top_patch_cosines(cosines: Tensor, ranking: Tensor, k: int) -> Tensor:
     count = min(k, cosines.shape[1])
     order = torch.sort(ranking, dim=1, descending=True, stable=True).indices[:, :count]
     return cosines.gather(1, order.unsqueeze(-1).expand(-1, -1, cosines.shape[-1]))
-
-
-def upsample_probabilities(probs: Tensor, grid: tuple[int, int], image_size: tuple[int, int], mode: str) -> Tensor:
-    """``[B, N, C]`` patch probabilities to ``[B, C, H, W]`` maps at image size."""
-    maps = rearrange(probs, "b (h w) c -> b c h w", h=grid[0], w=grid[1])
-    align = False if mode in ("bilinear", "bicubic") else None
-    return F.interpolate(maps, size=image_size, mode=mode, align_corners=align)
 
 
 @HEADS.register("topk")
@@ -91,14 +81,6 @@ class TopKHead(ScoringHead):
             )  # raw fp32 cosines [B, N, C], even under autocast
             probs = (cosines / self.temperature).softmax(dim=-1)
             selected.append(top_patch_cosines(cosines, probs[..., 1:].sum(dim=-1), self.k))
-            layer_probs.append(upsample_probabilities(probs, features.grid, image_size, self.upsample))
+            layer_probs.append(upsample_patches(probs, features.grid, image_size, self.upsample))
         image_logits = torch.cat(selected, dim=1).mean(dim=1) / self.temperature
-        anomaly_map = aggregate_layers([anomaly_probability(p) for p in layer_probs], self.aggregation)
-        if not self.training:
-            anomaly_map = gaussian_smooth(anomaly_map, self.sigma)
-        return Scores(
-            image_logits=image_logits,
-            image_score=anomaly_probability(image_logits.softmax(dim=-1)),
-            layer_probs=tuple(layer_probs),
-            anomaly_map=anomaly_map,
-        )
+        return anomaly_scores(image_logits, layer_probs, self.aggregation, 0.0 if self.training else self.sigma)

@@ -15,13 +15,19 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from zsad.backbones.windows import WindowFeatures, window_patch_indices
 from zsad.errors import ConfigError
 from zsad.heads.base import ScoringHead
-from zsad.heads.maps import UpsampleMode, anomaly_probability, class_logits, gaussian_smooth, is_finite_positive
+from zsad.heads.maps import (
+    UpsampleMode,
+    anomaly_probability,
+    class_logits,
+    gaussian_smooth,
+    is_finite_positive,
+    resize_maps,
+)
 from zsad.registry import HEADS
 from zsad.structures import Features, Scores, TextFeatures
 
@@ -125,8 +131,7 @@ class WindowHead(ScoringHead):
         return maps
 
     def _resize(self, maps: Tensor, image_size: tuple[int, int]) -> Tensor:
-        align = False if self.upsample in ("bilinear", "bicubic") else None
-        return F.interpolate(maps, size=image_size, mode=self.upsample, align_corners=align)
+        return resize_maps(maps, image_size, self.upsample)
 
 
 def require_windows(features: Features) -> WindowFeatures:

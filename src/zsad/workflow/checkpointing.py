@@ -18,11 +18,9 @@ A fit resumed with ``--ckpt_path last`` continues the interrupted run step for s
 from __future__ import annotations
 
 import logging
-import os
 import random
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import lightning as L  # noqa: N812
 import numpy as np
@@ -31,53 +29,13 @@ from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback
 
+from zsad.workflow.atomic import atomic_write
+from zsad.workflow.atomic import temporary_path as temporary_path  # re-exported: imported from here before atomic.py
+
 logger = logging.getLogger(__name__)
 
-TEMPORARY_SUFFIX = ".tmp"
 SHARDED_STRATEGY_HINTS = ("fsdp", "deepspeed")
 """Strategies that write checkpoints through their own machinery: zsad leaves their checkpoint I/O alone."""
-
-
-def temporary_path(path: str | Path) -> Path:
-    """Where :func:`atomic_write` writes before the rename: hidden, in the same folder, ending in ``.tmp``.
-
-    The same folder keeps the rename atomic (one file system); the ``.tmp`` suffix keeps Lightning's
-    ``--ckpt_path last`` (``last*.ckpt``) and ``zsad test`` globs from ever picking up a half-written file.
-    """
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file through ``write(handle)`` into :func:`temporary_path`, fsync it and rename it over ``path``.
-
-    On any error the temporary file is removed and ``path`` keeps its previous content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_path(path)
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # the data reach the disk before the rename makes them visible
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    sync_folder(path.parent)
-    return path
-
-
-def sync_folder(folder: Path) -> None:
-    """Flush a folder's entries (the rename) to disk where the platform allows it."""
-    if os.name != "posix":
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def is_local(path: str | Path) -> bool:

@@ -21,7 +21,7 @@ from zsad.inference.detector import Detector, Prediction, chunks
 from zsad.inference.files import InputFile, find_input_files, overlay_names
 from zsad.inference.loading import load
 from zsad.viz.overlay import heat_overlay, panel_row, save_image
-from zsad.workflow.results import atomic_write_text
+from zsad.workflow.atomic import atomic_write_text
 
 SCORES_FILE = "scores.csv"
 SKIPPED_FILE = "skipped.txt"

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,10 @@ from lightning.pytorch.callbacks import Callback
 
 from zsad import __version__
 from zsad.metrics.results import ImageScore, Results
+from zsad.workflow.atomic import atomic_write_text
 
 SCORE_COLUMNS = ("dataset", "category", "path", "label", "score")
 """Columns of ``scores.csv``: one row per test image, label 0 (normal) or 1 (anomalous)."""
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-        temporary = handle.name
-    os.replace(temporary, path)
-    return path
 
 
 def environment() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from zsad.data.synthetic.datamodule import SyntheticDataModule
 from zsad.data.synthetic.generator import (
+    DEFECT_LOOKS,
     DEFECT_TYPES,
     OBJECT_CATEGORIES,
     SYNTHETIC_CATEGORIES,
@@ -11,6 +12,7 @@ from zsad.data.synthetic.generator import (
 )
 
 __all__ = [
+    "DEFECT_LOOKS",
     "DEFECT_TYPES",
     "OBJECT_CATEGORIES",
     "SYNTHETIC_CATEGORIES",

@@ -50,6 +50,9 @@ class SyntheticDataModule(BenchmarkDataModule):
         n_test_good: Normal test images per category.
         n_test_per_defect: Test images per defect type per category.
         seed: Generator seed.
+        defect_look: ``"natural"`` or ``"marked"`` (every defect painted in one shared colour, so that a
+            randomly initialised backbone has a cue that carries over to held-out categories); see
+            :class:`~zsad.data.synthetic.generator.SyntheticSpec`.
         allow_overlap: See :class:`~zsad.data.datamodule.BenchmarkDataModule`.
         image_size: See :class:`~zsad.data.datamodule.ZSADDataModule`.
         batch_size: See :class:`~zsad.data.datamodule.ZSADDataModule`.
@@ -66,6 +69,7 @@ class SyntheticDataModule(BenchmarkDataModule):
         n_test_good: int = 6,
         n_test_per_defect: int = 2,
         seed: int = 0,
+        defect_look: str = "natural",
         allow_overlap: bool = False,
         image_size: int = 64,
         batch_size: int = 8,
@@ -78,6 +82,7 @@ class SyntheticDataModule(BenchmarkDataModule):
             n_test_good=n_test_good,
             n_test_per_defect=n_test_per_defect,
             seed=seed,
+            defect_look=defect_look,
         )
         if root is None:
             digest = hashlib.sha1(json.dumps(asdict(self.spec), sort_keys=True).encode()).hexdigest()[:12]

@@ -25,10 +25,11 @@ from PIL import Image
 
 from zsad.errors import ConfigError
 
-from .defects import DEFECT_TYPES, MAX_DEFECT_FRACTION, apply_defect
+from .defects import DEFECT_LOOKS, DEFECT_TYPES, MAX_DEFECT_FRACTION, apply_defect, mark_defect
 from .patterns import OBJECT_CATEGORIES, SYNTHETIC_CATEGORIES, TEXTURE_CATEGORIES, render_category_image
 
 __all__ = [
+    "DEFECT_LOOKS",
     "DEFECT_TYPES",
     "MARKER_NAME",
     "MAX_DEFECT_FRACTION",
@@ -61,6 +62,9 @@ class SyntheticSpec:
         n_test_good: Defect-free test images per category.
         n_test_per_defect: Test images per defect type per category.
         seed: Non-negative base seed.
+        defect_look: ``"natural"`` (default) or ``"marked"``: every defect repainted in one colour that all
+            categories share (:func:`~zsad.data.synthetic.defects.mark_defect`), a cue that a random backbone
+            can carry over to held-out categories.
     """
 
     categories: tuple[str, ...] = SYNTHETIC_CATEGORIES
@@ -70,6 +74,7 @@ class SyntheticSpec:
     n_test_good: int = 6
     n_test_per_defect: int = 2
     seed: int = 0
+    defect_look: str = "natural"
 
     def __post_init__(self) -> None:
         # configs hand over lists; tuples keep the spec hashable and its JSON record canonical
@@ -83,6 +88,9 @@ class SyntheticSpec:
             raise ConfigError(f"SyntheticSpec.image_size must be at least {MIN_IMAGE_SIZE}, got {self.image_size}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"SyntheticSpec.seed must be a non-negative integer, got {self.seed!r}")
+        if self.defect_look not in DEFECT_LOOKS:
+            looks = list(DEFECT_LOOKS)
+            raise ConfigError(f"SyntheticSpec.defect_look must be one of {looks}, got {self.defect_look!r}")
 
     def to_record(self) -> dict[str, object]:
         """JSON-ready description of the spec and generator version, as stored in the marker file."""
@@ -153,6 +161,8 @@ def _write_category(root: Path, category: str, spec: SyntheticSpec) -> None:
         for i in range(spec.n_test_per_defect):
             rng = sample_rng(spec.seed, category, split, i)
             image, mask = apply_defect(render_category_image(category, rng, size), defect, rng, category)
+            if spec.defect_look == "marked":
+                image = mark_defect(image, mask, rng)
             _save(image, folder / split / f"{i:0{width}d}.png")
             _save(mask.astype(np.uint8) * 255, folder / "ground_truth" / defect / f"{i:0{width}d}_mask.png")
 

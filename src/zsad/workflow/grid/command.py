@@ -12,12 +12,12 @@ from pathlib import Path
 from types import FrameType
 
 from zsad.metrics.results import format_table
+from zsad.workflow.atomic import atomic_write_text
 from zsad.workflow.grid.expand import expand_grid, select_runs
 from zsad.workflow.grid.records import RUNS_FILE, latest_status, read_records
 from zsad.workflow.grid.runner import PreparedRun, prepare_runs, run_grid
 from zsad.workflow.grid.spec import load_grid
 from zsad.workflow.grid.sweep import sweep_yaml
-from zsad.workflow.results import atomic_write_text
 
 INTERRUPTED = 130  # the shell's status for a run ended by Ctrl-C
 

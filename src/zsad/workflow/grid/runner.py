@@ -17,6 +17,7 @@ import yaml
 from zsad.components import import_class
 from zsad.errors import ConfigError
 from zsad.registry import PROMPTS
+from zsad.workflow.atomic import atomic_write_text
 from zsad.workflow.grid.expand import RunPlan
 from zsad.workflow.grid.records import RUNS_FILE, RunRecord, append_record, latest_status, read_records, utc_now
 from zsad.workflow.grid.resolve import resolve_run
@@ -30,7 +31,6 @@ from zsad.workflow.grid.run_config import (
     with_output_paths,
 )
 from zsad.workflow.grid.spec import GridSpec
-from zsad.workflow.results import atomic_write_text
 
 WORKER = "zsad.workflow.grid.worker"
 LOG_FILE = "log.txt"

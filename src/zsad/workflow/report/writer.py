@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zsad.metrics.results import MEAN
+from zsad.workflow.atomic import atomic_write_text
 from zsad.workflow.report.aggregate import Summary, summarise
 from zsad.workflow.report.curves import CategoryScores, Curves, curves, read_scores
 from zsad.workflow.report.grouping import ProtocolGroup
@@ -26,7 +27,6 @@ from zsad.workflow.report.tables import (
     significance_tables,
     tables_csv,
 )
-from zsad.workflow.results import atomic_write_text
 
 PLOTS = "plots"
 
