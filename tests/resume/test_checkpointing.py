@@ -12,13 +12,13 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from zsad.workflow.atomic import temporary_path
 from zsad.workflow.checkpointing import (
     AtomicCheckpointIO,
     RNGStateCheckpoint,
     collect_rng_states,
     restore_rng_states,
     resumable_trainer_options,
-    temporary_path,
 )
 
 

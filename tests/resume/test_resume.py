@@ -27,7 +27,7 @@ from cli_runs import config_args, finish, newest_results, run_zsad, start_zsad, 
 
 from zsad.cli import main
 from zsad.data import SyntheticDataModule
-from zsad.workflow.checkpointing import temporary_path
+from zsad.workflow.atomic import temporary_path
 
 STEPS_PER_EPOCH = 4
 PAUSE_STEP = 2

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +23,7 @@ from torch import Tensor
 
 from zsad.errors import DataError
 from zsad.features.records import FeatureLayout
-from zsad.workflow.atomic import atomic_write_text
+from zsad.workflow.atomic import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -155,14 +153,5 @@ class DiskStore:
 
 
 def atomic_torch_save(value: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-        temporary = Path(handle.name)
-        try:
-            torch.save(value, handle)
-        except BaseException:
-            handle.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    os.replace(temporary, path)
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place (no fsync: see the module)."""
+    atomic_write(path, lambda handle: torch.save(value, handle), durable=False)

@@ -3,7 +3,7 @@
 A reader sees either the previous file or the new one, never a half-written one. A kill mid-write leaves at most
 the hidden ``.<name>.<pid>.tmp`` file, which no glob for the real file (``last*.ckpt``, ``*.json``) matches.
 Checkpoints (:mod:`zsad.workflow.checkpointing`), results, reports, grid configs and the feature cache's
-``key.json``/``layout.json`` are all written this way.
+``key.json``/``layout.json`` are all written this way; the feature-cache entries too, without the fsyncs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def temporary_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True) -> Path:
     """Write a file through ``write(handle)`` into :func:`temporary_path`, fsync it and rename it over ``path``.
 
     On any error the temporary file is removed and ``path`` keeps its previous content.
@@ -40,6 +40,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     Args:
         path: The file to create or replace; missing parent folders are created.
         write: Writes the whole content to the binary handle it is given (its return value is ignored).
+        durable: Flush the file and the folder to disk. ``False`` keeps the atomic rename but skips both fsyncs,
+            for files that are cheap to recompute when a power loss leaves them unreadable (feature-cache entries).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -50,13 +52,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     try:
         with open(temporary, "wb") as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # the data reach the disk before the rename makes them visible
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())  # the data reach the disk before the rename makes them visible
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    sync_folder(path.parent)
+    if durable:
+        sync_folder(path.parent)
     return path
 
 

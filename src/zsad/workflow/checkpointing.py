@@ -30,7 +30,6 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback
 
 from zsad.workflow.atomic import atomic_write
-from zsad.workflow.atomic import temporary_path as temporary_path  # re-exported: imported from here before atomic.py
 
 logger = logging.getLogger(__name__)
 
