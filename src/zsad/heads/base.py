@@ -12,7 +12,18 @@ from zsad.structures import Features, Scores, TextFeatures
 
 
 class ScoringHead(Component, nn.Module, ABC):
-    """Compares image features with class text embeddings and gives image scores and pixel maps."""
+    """Compares image features with class text embeddings and gives image scores and pixel maps.
+
+    Attributes:
+        sigma: Gaussian smoothing of the final map at evaluation; 0 disables it.
+    """
+
+    sigma: float = 0.0
+
+    @property
+    def smoothing_sigma(self) -> float:
+        """The smoothing in force: ``sigma`` at evaluation, 0 in training, where the losses need the raw maps."""
+        return 0.0 if self.training else self.sigma
 
     def setup_backbone(self, backbone: Backbone) -> None:
         """Create parameters whose sizes depend on the backbone (e.g. DAPO's per-layer maps); called once."""

@@ -47,4 +47,4 @@ class DualBranchHead(ScoringHead):
             patch_probabilities(tokens, text.for_layer(i), self.temperature, features.grid, image_size, self.upsample)
             for i, tokens in enumerate(features.dense_tokens)
         )
-        return anomaly_scores(image_logits, layer_probs, self.aggregation, 0.0 if self.training else self.sigma)
+        return anomaly_scores(image_logits, layer_probs, self.aggregation, self.smoothing_sigma)

@@ -148,8 +148,7 @@ class MultiClassHead(ScoringHead):
             for i, tokens in enumerate(dense_tokens)
         )
         anomaly_map = aggregate_layers([p[:, 1:].sum(dim=1) for p in layer_probs], self.aggregation)
-        if not self.training:
-            anomaly_map = gaussian_smooth(anomaly_map, self.sigma)
+        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma)
         return Scores(
             image_logits=image_logits,
             image_score=image_logits.softmax(dim=-1)[:, 1],

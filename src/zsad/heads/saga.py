@@ -151,9 +151,9 @@ class SAGAHead(ScoringHead):
             patch_anomaly.append((1.0 - probs[..., 0]) * weights)
         patch_map = torch.stack(patch_anomaly).mean(dim=0) if self.aggregation == "mean" else sum(patch_anomaly)
         anomaly_map = self.to_image(patch_map[..., None], features.grid, image_size)[:, 0]
+        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma)
         image_score = global_score
-        if not self.training:
-            anomaly_map = gaussian_smooth(anomaly_map, self.sigma)
+        if not self.training:  # the image loss reads the global branch alone
             image_score = self.beta * global_score + (1.0 - self.beta) * patch_map.amax(dim=-1)
         return Scores(
             image_logits=image_logits,

@@ -83,4 +83,4 @@ class TopKHead(ScoringHead):
             selected.append(top_patch_cosines(cosines, probs[..., 1:].sum(dim=-1), self.k))
             layer_probs.append(upsample_patches(probs, features.grid, image_size, self.upsample))
         image_logits = torch.cat(selected, dim=1).mean(dim=1) / self.temperature
-        return anomaly_scores(image_logits, layer_probs, self.aggregation, 0.0 if self.training else self.sigma)
+        return anomaly_scores(image_logits, layer_probs, self.aggregation, self.smoothing_sigma)

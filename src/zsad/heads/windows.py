@@ -23,9 +23,9 @@ from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
     UpsampleMode,
     anomaly_probability,
+    check_temperature_and_sigma,
     class_logits,
     gaussian_smooth,
-    is_finite_positive,
     resize_maps,
 )
 from zsad.registry import HEADS
@@ -88,12 +88,9 @@ class WindowHead(ScoringHead):
         sigma: float = 0.0,
     ) -> None:
         super().__init__()
-        if not is_finite_positive(temperature):
-            raise ConfigError(f"temperature={temperature} must be a positive number.")
+        check_temperature_and_sigma(temperature, sigma)
         if image_score not in ("cls", "cls_and_map_max"):
             raise ConfigError(f"image_score='{image_score}' must be 'cls' or 'cls_and_map_max'.")
-        if sigma < 0:
-            raise ConfigError(f"sigma={sigma} must be >= 0 (0 disables smoothing).")
         self.temperature = temperature
         self.include_image_scale = include_image_scale
         self.image_score = image_score
@@ -112,8 +109,7 @@ class WindowHead(ScoringHead):
             image_score = (image_score + patch_map.amax(dim=-1)) / 2
         rows, cols = windows.grid
         anomaly_map = self._resize(patch_map.unflatten(-1, (rows, cols))[:, None], image_size)[:, 0]
-        if not self.training:
-            anomaly_map = gaussian_smooth(anomaly_map, self.sigma)
+        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma)
         layer_probs = tuple(
             self._resize(torch.stack([1 - m, m], dim=1).unflatten(-1, (rows, cols)), image_size) for m in scale_maps
         )
