@@ -14,7 +14,8 @@ class PauseAtStep(Callback):
     """Before the batch after optimizer step ``step`` (whose checkpoint is written), touch ``marker`` and wait.
 
     Lightning runs checkpoint callbacks after every other callback, so at the next batch's start the checkpoint of
-    ``step`` is on disk and the fit is in the middle of its epoch.
+    ``step`` is on disk and the fit is in the middle of its epoch. It parks once: a fit resumed from that
+    checkpoint, which reaches ``step`` again with ``marker`` already there, goes on.
     """
 
     def __init__(self, step: int, marker: str) -> None:
@@ -24,8 +25,8 @@ class PauseAtStep(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Park forever once ``step`` optimizer steps are done."""
-        if trainer.global_step == self.step:
+        """Park forever once ``step`` optimizer steps are done, unless ``marker`` says it parked before."""
+        if trainer.global_step == self.step and not Path(self.marker).exists():
             Path(self.marker).touch()
             while True:
                 time.sleep(1)

@@ -282,7 +282,7 @@ def test_failed_runs_are_retried_and_done_runs_skipped(tmp_path, monkeypatch):
 
     failing = {"winclip-seed0"}  # fails on the first attempt only
 
-    def fake_execute(run, out):
+    def fake_execute(run, out, resume_from=None):
         executed.append(run.plan.label)
         status = "failed" if run.plan.label in failing else "done"
         failing.discard(run.plan.label)
@@ -300,6 +300,23 @@ def test_failed_runs_are_retried_and_done_runs_skipped(tmp_path, monkeypatch):
     records = read_records(tmp_path / RUNS_FILE)
     assert [r["status"] for r in records] == ["done", "done", "failed", "done", "done"]
     assert all(set(r) == CONTRACT_KEYS for r in records)
+
+
+def test_only_a_checkpoint_of_the_same_config_is_resumed(tmp_path):
+    spec = load_grid(SMOKE)
+    run = prepare_runs(spec, expand_grid(spec), tmp_path)[0]
+    checkpoint = run.run_dir / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"checkpoint")
+    attempt = run.run_dir / runner.ATTEMPT_FILE
+    assert runner.resumable_checkpoint(run) is None  # no attempt file: whose checkpoint is it?
+    for text in ("{not json", json.dumps(["a list"]), json.dumps({"config_hash": run.config_hash[:8]})):
+        attempt.write_text(text)
+        assert runner.resumable_checkpoint(run) is None
+    attempt.write_text(json.dumps({"config_hash": run.config_hash}))
+    assert runner.resumable_checkpoint(run) == checkpoint
+    checkpoint.unlink()
+    assert runner.resumable_checkpoint(run) is None
 
 
 # ------------------------------------------------------------------ end to end
@@ -338,7 +355,8 @@ def test_smoke_grid_runs_end_to_end_and_redoes_only_an_unfinished_run(tmp_path, 
     assert grid_main([str(SMOKE), "--out", str(out)]) == 0
     second = capsys.readouterr().out
     assert second.count("skipped (done in runs.jsonl") == 3
-    assert "[2/4] static-seed1 ... done in" in second
+    # its folder holds the finished fit's checkpoint: the test runs again from it, without training further
+    assert f"[2/4] static-seed1 ... resuming from {lost['run_id']}/checkpoints/last.ckpt ... done in" in second
     records = read_records(out / RUNS_FILE)
     assert len(records) == 4 and records[-1]["run_id"] == lost["run_id"]
     assert records[-1]["config_hash"] == lost["config_hash"] and records[-1]["started"] > lost["started"]

@@ -1,6 +1,7 @@
 """``zsad grid <grid.yaml>``: expand an ablation grid, check every run's config, then fit and test each run.
 
-Runs already done (same config hash in ``runs.jsonl``) are skipped, failed ones are retried; see docs/grids.md.
+Runs already done (same config hash in ``runs.jsonl``) are skipped; failed and interrupted ones are retried, from
+their last checkpoint unless ``--restart``; see docs/grids.md.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="write the equivalent W&B sweep YAML to FILE (stdout without FILE) instead of running",
     )
     parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start interrupted and failed runs from scratch instead of from the last checkpoint they left",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         action="extend",
@@ -66,9 +72,12 @@ def grid_main(argv: list[str]) -> int:
     print(f"grid {spec.name}: {len(runs)} runs into {out}", flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        records = run_grid(runs, out)
+        records = run_grid(runs, out, resume=not args.restart)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the unfinished run has no line in {out / RUNS_FILE} and is redone next time.")
+        print(
+            f"\ninterrupted: the unfinished run has no line in {out / RUNS_FILE}; the same command resumes it from "
+            "its last checkpoint (--restart: from scratch)."
+        )
         return INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)

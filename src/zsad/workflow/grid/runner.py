@@ -26,6 +26,7 @@ from zsad.workflow.grid.run_config import (
     CONFIG_FILE,
     LAST_CHECKPOINT,
     RESULTS_FILE,
+    SCORES_FILE,
     config_hash,
     seed_of,
     with_output_paths,
@@ -34,6 +35,10 @@ from zsad.workflow.grid.spec import GridSpec
 
 WORKER = "zsad.workflow.grid.worker"
 LOG_FILE = "log.txt"
+ATTEMPT_HEADER = "=== zsad grid: attempt started"
+"""First line of each attempt in ``log.txt``: a resumed attempt appends to the log of the one it continues."""
+ATTEMPT_FILE = "attempt.json"
+"""Written into the run folder before the worker starts: the config hash that its checkpoints belong to."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,17 @@ def prepare_runs(spec: GridSpec, plans: list[RunPlan], out: Path) -> list[Prepar
     return prepared
 
 
-def run_grid(runs: list[PreparedRun], out: Path, echo: Callable[..., None] = print) -> list[RunRecord]:
+def run_grid(
+    runs: list[PreparedRun], out: Path, echo: Callable[..., None] = print, resume: bool = True
+) -> list[RunRecord]:
     """Execute the runs in order, skipping those already done; one progress line per run.
+
+    Args:
+        runs: The prepared runs.
+        out: The output folder (``runs.jsonl`` and one folder per run).
+        echo: Where progress lines go.
+        resume: Continue an interrupted or failed run from the last checkpoint it left (:func:`resumable_checkpoint`);
+            ``False`` starts it from scratch.
 
     Returns:
         The records of the runs executed now (skipped runs have none).
@@ -101,7 +115,10 @@ def run_grid(runs: list[PreparedRun], out: Path, echo: Callable[..., None] = pri
         if status.get(run.config_hash) == "done":
             echo(f"skipped (done in {RUNS_FILE} as {run.run_id})", flush=True)
             continue
-        record = execute(run, out)
+        resume_from = resumable_checkpoint(run) if resume else None
+        if resume_from is not None:
+            echo(f"resuming from {resume_from.relative_to(out.resolve())} ... ", end="", flush=True)
+        record = execute(run, out, resume_from)
         append_record(runs_file, record)
         executed.append(record)
         detail = "" if record.status == "done" else f": {record.error}"
@@ -109,17 +126,50 @@ def run_grid(runs: list[PreparedRun], out: Path, echo: Callable[..., None] = pri
     return executed
 
 
-def execute(run: PreparedRun, out: Path) -> RunRecord:
-    """Run fit and test in a subprocess (a crash or leak ends with it); its output goes to ``run_dir/log.txt``."""
-    # An interrupted earlier attempt may have left checkpoints behind; this attempt starts from scratch.
-    shutil.rmtree(run.run_dir, ignore_errors=True)
+def resumable_checkpoint(run: PreparedRun) -> Path | None:
+    """The ``last.ckpt`` that an unfinished attempt at this very config left in the run folder, if any.
+
+    The run folder's name carries only 8 hex digits of the hash, so the attempt file's full hash decides; a folder
+    without one (written before it existed, or by hand) is never resumed.
+    """
+    checkpoint = run.run_dir / CHECKPOINT_FOLDER / LAST_CHECKPOINT
+    attempt = run.run_dir / ATTEMPT_FILE
+    if not (checkpoint.is_file() and attempt.is_file()):
+        return None
+    try:
+        recorded = json.loads(attempt.read_text()).get("config_hash")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        return None
+    return checkpoint if recorded == run.config_hash else None
+
+
+def execute(run: PreparedRun, out: Path, resume_from: Path | None = None) -> RunRecord:
+    """Run fit and test in a subprocess (a crash or leak ends with it); its output goes to ``run_dir/log.txt``.
+
+    Args:
+        run: The run.
+        out: The grid's output folder.
+        resume_from: A checkpoint from :func:`resumable_checkpoint`: the fit continues from it (``--ckpt_path``)
+            and the folder is kept; ``None`` empties the folder and starts from scratch.
+    """
+    if resume_from is None:
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+    for stale in (RESULTS_FILE, SCORES_FILE):  # only this attempt's test may leave them
+        (run.run_dir / stale).unlink(missing_ok=True)
+    attempt = {"run_id": run.run_id, "config_hash": run.config_hash, "started": utc_now()}
+    atomic_write_text(run.run_dir / ATTEMPT_FILE, json.dumps(attempt, indent=2) + "\n")
     config_text = yaml.safe_dump(run.config, sort_keys=False)
     config_path = atomic_write_text(run.run_dir / CONFIG_FILE, config_text)
     checkpoint = run.run_dir / CHECKPOINT_FOLDER / LAST_CHECKPOINT
     command = [sys.executable, "-m", WORKER, str(config_path), "--checkpoint", str(checkpoint)]
+    if resume_from is not None:
+        command.append("--resume")
     log_path = run.run_dir / LOG_FILE
     started, clock = utc_now(), time.monotonic()
-    with log_path.open("w") as log:
+    with log_path.open("a" if resume_from is not None else "w") as log:
+        resuming = f", resuming from {resume_from}" if resume_from is not None else ""
+        log.write(f"{ATTEMPT_HEADER} {started}{resuming}\n")
+        log.flush()
         returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     duration = time.monotonic() - clock
     # A trainer without a logger saves LightningCLI's config.yaml (fit's, then test's) into default_root_dir, which

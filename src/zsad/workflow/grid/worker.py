@@ -35,14 +35,21 @@ class GridFitCLI(ZSADCLI):
         self.trained = True
 
 
-def run_fit_and_test(config: Path, checkpoint: Path) -> None:
+def run_fit_and_test(config: Path, checkpoint: Path, resume: bool = False) -> None:
     """Fit (unless training-free), then test from ``checkpoint``, which the fit's ModelCheckpoint wrote last.
+
+    Args:
+        config: The run's resolved ``config.yaml``.
+        checkpoint: The ``last.ckpt`` the fit writes.
+        resume: Continue the fit from ``checkpoint`` (an interrupted attempt's); a fit that had already finished
+            trains no further.
 
     Raises:
         ZSADError: Bad input anywhere in the run.
         FileNotFoundError: The fit ended without writing ``checkpoint``.
     """
-    fit = GridFitCLI(args=translate_argv(["fit", "-c", str(config)]))
+    fit_args = ["fit", "-c", str(config)] + ([f"--ckpt_path={checkpoint}"] if resume else [])
+    fit = GridFitCLI(args=translate_argv(fit_args))
     test_args = ["test", "-c", str(config)]
     if fit.trained:
         if not checkpoint.is_file():
@@ -56,11 +63,12 @@ def worker_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m zsad.workflow.grid.worker", description=__doc__)
     parser.add_argument("config", type=Path, help="the run's resolved config.yaml")
     parser.add_argument("--checkpoint", type=Path, required=True, help="the last.ckpt the fit writes")
+    parser.add_argument("--resume", action="store_true", help="continue the fit from --checkpoint")
     args = parser.parse_args(argv)
     load_plugins()
     install_loader()
     try:
-        run_fit_and_test(args.config, args.checkpoint)
+        run_fit_and_test(args.config, args.checkpoint, args.resume)
     except ZSADError as error:
         print(f"zsad: error: {error}", file=sys.stderr)
         return 2
