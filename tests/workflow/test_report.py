@@ -18,7 +18,7 @@ from zsad.workflow.report.aggregate import summarise
 from zsad.workflow.report.curves import curves
 from zsad.workflow.report.grouping import group_runs
 from zsad.workflow.report.runs import load_runs
-from zsad.workflow.report.significance import bootstrap_interval, compare
+from zsad.workflow.report.significance import bootstrap_interval, compare, holm_adjust
 from zsad.workflow.results import SCORE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -233,6 +233,29 @@ def test_wilcoxon_equals_scipy_on_the_seed_averaged_differences(tmp_path):
     assert low < differences.mean() < high and comparison.note == ""
 
 
+def test_holm_adjustment_matches_the_step_down_formula():
+    # sorted: 0.01 * 3 = 0.03; 0.03 * 2 = 0.06; 0.04 * 1 = 0.04, raised to 0.06 to keep the order; None is no test
+    assert holm_adjust([0.04, None, 0.01, 0.03]) == pytest.approx([0.06, None, 0.03, 0.06])
+    assert holm_adjust([0.6, 0.5]) == [1.0, 1.0]  # capped at 1
+    assert holm_adjust([0.2]) == [0.2] and holm_adjust([None]) == [None] and holm_adjust([]) == []
+
+
+def test_each_scope_and_metric_is_one_holm_family(tmp_path):
+    reference = [0.91, 0.85, 0.88, 0.93, 0.79, 0.95, 0.87, 0.90]
+    others = {
+        "vip": [0.89, 0.86, 0.80, 0.90, 0.70, 0.94, 0.85, 0.81],
+        "cops": [0.80, 0.84, 0.87, 0.92, 0.70, 0.90, 0.80, 0.80],
+    }
+    write_run(tmp_path / "static", {f"c{i}": {"image_auroc": v} for i, v in enumerate(reference)}, 0)
+    for method, values in others.items():
+        write_run(tmp_path / method, {f"c{i}": {"image_auroc": v} for i, v in enumerate(values)}, 0, method)
+    comparisons = compare(summary_of(tmp_path), "image_auroc", "toy")
+    raw = [c.p_value for c in comparisons]
+    assert len(comparisons) == 2 and None not in raw
+    assert [c.p_holm for c in comparisons] == holm_adjust(raw)
+    assert all(c.p_holm >= c.p_value for c in comparisons)
+
+
 def test_bootstrap_interval_is_seeded():
     differences = np.random.default_rng(0).normal(-0.02, 0.03, size=9)
     first = bootstrap_interval(differences, resamples=10_000, seed=3)
@@ -252,7 +275,7 @@ def test_too_few_or_zero_differences_are_na_with_a_reason(tmp_path, capsys):
     rows = list(csv.DictReader((tmp_path / "out" / "toy-within" / "significance.csv").open()))
     assert rows[0]["p_value"] == "" and rows[0]["test"].startswith("Wilcoxon signed-rank")
     assert (
-        "| image_auroc | vip | static | 7 | 0.0 | [0.0, 0.0] | n/a | no difference in any category |"
+        "| image_auroc | vip | static | 7 | 0.0 | [0.0, 0.0] | n/a | n/a | no difference in any category |"
         in (tmp_path / "out" / "toy-within" / "report.md").read_text()
     )
 

@@ -7,6 +7,10 @@ over the categories where both are defined, each category's value averaged over 
   ``zero_method="wilcox"`` does), and
 * a percentile bootstrap 95% interval of the mean difference, resampling categories with a fixed seed.
 
+With several methods, each scope and metric is a family of tests (every method against the best), and the family's
+p-values are also given Holm-adjusted (:func:`holm_adjust`): the adjusted value controls the chance of any false
+"worse than the best" in that family at the stated level.
+
 Where the test cannot say anything the p-value is ``None`` with the reason, never 0: fewer than
 :data:`MIN_PAIRS` non-zero differences (the smallest two-sided exact p-value of n pairs is 2 / 2**n, so below 6
 pairs no difference can reach p < 0.05), or no difference at all.
@@ -14,7 +18,7 @@ pairs no difference can reach p < 0.05), or no difference at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import wilcoxon
@@ -43,6 +47,7 @@ class Comparison:
         interval: Bootstrap ``(low, high)`` of the mean difference, ``None`` with fewer than 2 pairs.
         p_value: Wilcoxon p-value, ``None`` where the test is not applicable (see ``note``).
         note: Why a value is missing; empty otherwise.
+        p_holm: ``p_value`` Holm-adjusted over the comparisons of the same scope and metric that have one.
     """
 
     scope: str
@@ -54,6 +59,7 @@ class Comparison:
     interval: tuple[float, float] | None
     p_value: float | None
     note: str = ""
+    p_holm: float | None = None
 
 
 def bootstrap_interval(
@@ -81,8 +87,26 @@ def paired_test(differences: np.ndarray) -> tuple[float | None, str]:
     return float(wilcoxon(differences).pvalue), ""
 
 
+def holm_adjust(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values; ``None`` entries are not tests and stay ``None``.
+
+    Sorted ascending, the i-th smallest of m p-values becomes ``(m - i) * p`` (i from 0), made non-decreasing
+    along the order and capped at 1.
+    """
+    tested = sorted((p, index) for index, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p_value, index) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p_value))
+        adjusted[index] = running
+    return adjusted
+
+
 def compare(summary: Summary, metric: str, scope: str, resamples: int = RESAMPLES, seed: int = 0) -> list[Comparison]:
-    """Every entry against the best entry of ``scope`` (a dataset, or ``mean`` for all categories pooled)."""
+    """Every entry against the best entry of ``scope`` (a dataset, or ``mean`` for all categories pooled).
+
+    The returned comparisons are one family for :func:`holm_adjust`.
+    """
     dataset = None if scope == MEAN else scope
     means = {label: summary.value(label, scope, MEAN, metric) for label in summary.labels}
     ranked = [label for label in summary.labels if means[label] is not None]
@@ -109,7 +133,8 @@ def compare(summary: Summary, metric: str, scope: str, resamples: int = RESAMPLE
                 scope, metric, label, reference, differences.size, float(differences.mean()), interval, p_value, note
             )
         )
-    return comparisons
+    adjusted = holm_adjust([c.p_value for c in comparisons])
+    return [replace(c, p_holm=p_holm) for c, p_holm in zip(comparisons, adjusted, strict=True)]
 
 
 def compare_all(summary: Summary, resamples: int = RESAMPLES, seed: int = 0) -> list[Comparison]:

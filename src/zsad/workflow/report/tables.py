@@ -152,6 +152,7 @@ SIGNIFICANCE_COLUMNS = (
     "ci_low",
     "ci_high",
     "p_value",
+    "p_holm",
     "note",
 )
 """Columns of ``significance.csv``; differences are fractions (method minus reference), empty where n/a."""
@@ -162,7 +163,8 @@ def significance_caption(resamples: int, seed: int) -> str:
     return (
         f"Each method against the best of its scope (method - best, in percentage points). Test: {TEST_NAME}. "
         f"Interval: {100 * CONFIDENCE:.0f}% percentile bootstrap of the mean difference, resampling categories "
-        f"({resamples} resamples, seed {seed}). n/a: not applicable (reason in the note)."
+        f"({resamples} resamples, seed {seed}). p (Holm): p Holm-adjusted over the methods compared on the same "
+        "metric and scope. n/a: not applicable (reason in the note)."
     )
 
 
@@ -177,7 +179,7 @@ def significance_tables(comparisons: list[Comparison], digits: int = 1) -> list[
                 if c.interval is None
                 else f"[{percent(c.interval[0], digits)}, {percent(c.interval[1], digits)}]"
             )
-            p_value = percent(None) if c.p_value is None else f"{c.p_value:.3g}"
+            p_value, p_holm = (percent(None) if p is None else f"{p:.3g}" for p in (c.p_value, c.p_holm))
             rows.append(
                 [
                     c.metric,
@@ -187,6 +189,7 @@ def significance_tables(comparisons: list[Comparison], digits: int = 1) -> list[
                     percent(c.difference, digits),
                     interval,
                     p_value,
+                    p_holm,
                     c.note,
                 ]
             )
@@ -195,7 +198,7 @@ def significance_tables(comparisons: list[Comparison], digits: int = 1) -> list[
             Table(
                 title=f"{name}: against the best method",
                 caption=f"{name}: paired comparison over categories.",
-                header=["metric", "method", "best", "categories", "difference", "95% CI", "p", "note"],
+                header=["metric", "method", "best", "categories", "difference", "95% CI", "p", "p (Holm)", "note"],
                 rows=rows,
                 label=f"significance-{scope}",
             )
@@ -211,7 +214,7 @@ def significance_csv(protocol: str, comparisons: list[Comparison]) -> str:
     for c in comparisons:
         low, high = ("", "") if c.interval is None else (repr(c.interval[0]), repr(c.interval[1]))
         difference = "" if c.difference is None else repr(c.difference)
-        p_value = "" if c.p_value is None else repr(c.p_value)
+        p_value, p_holm = ("" if p is None else repr(p) for p in (c.p_value, c.p_holm))
         writer.writerow(
             [
                 protocol,
@@ -225,6 +228,7 @@ def significance_csv(protocol: str, comparisons: list[Comparison]) -> str:
                 low,
                 high,
                 p_value,
+                p_holm,
                 c.note,
             ]
         )
