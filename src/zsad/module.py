@@ -160,7 +160,7 @@ class ZSADModule(L.LightningModule):
         for path, problem in skipped:
             logger.warning("Skipped training image %s: %s", path, problem)
         if batch_size(batch) == 0:
-            return None
+            return self._nothing_to_train()
         scores, text = self.score(self.extract_features(batch, cache=self.training_cache))
         check_terms_consumed(text, self.losses)
         terms = {type(loss).__name__: loss(scores, batch, text) for loss in self.losses}
@@ -172,6 +172,18 @@ class ZSADModule(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=size)
         self.log("train/loss", total, prog_bar=True, batch_size=size)
         return total
+
+    def _nothing_to_train(self) -> Tensor | None:
+        """The step of a batch whose every image was unreadable: skipped, except under several processes.
+
+        DDP averages gradients across processes in backward, so every process must run backward at every step (and
+        Lightning refuses a skipped step there). Such a process returns a zero loss that reaches every trainable
+        parameter: it adds zero gradients, and the step then follows the other processes' images.
+        """
+        if self._trainer is None or self.trainer.world_size == 1:
+            return None
+        trainable = [parameter.sum() for parameter in self.parameters() if parameter.requires_grad]
+        return torch.stack(trainable).sum() * 0.0
 
     def on_train_start(self) -> None:
         """Open the training feature cache, or log why it stays off (test features are never cached)."""

@@ -1,0 +1,58 @@
+"""A 2-process fit where one process's batch is all unreadable images (``on_bad_image: skip``) neither hangs nor fails.
+
+At batch size 1 per process, a training set with damaged images gives one process a batch with nothing to train on
+while the other has an image. DDP's gradient all-reduce needs every process to run backward at every step, so the
+empty batch still has to give a loss connected to every trainable parameter (with zero gradient).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runs import config_args, run_zsad, trained_state, zsad_environment
+
+from zsad.data import SyntheticDataModule
+
+CHECKPOINT = Path("runs/smoke/checkpoints/last.ckpt")
+DAMAGED = ("000.png", "001.png", "002.png", "003.png")
+
+
+def damaged_copy(source: Path, target: Path) -> Path:
+    """The synthetic categories, with 4 of stripes' normal test images (its training images here) truncated."""
+    shutil.copytree(source, target)
+    for name in DAMAGED:
+        image = target / "stripes" / "test" / "good" / name
+        image.write_bytes(image.read_bytes()[:60])
+    return target
+
+
+@pytest.mark.slow
+def test_a_process_with_an_all_unreadable_batch_keeps_step_with_the_other(tmp_path):
+    data = SyntheticDataModule(
+        str(tmp_path / "synthetic"), aux_categories=["stripes"], target_categories=["ring"], n_test_per_defect=1
+    )
+    data.prepare_data()
+    root = damaged_copy(tmp_path / "synthetic", tmp_path / "damaged")
+    args = [
+        *config_args("backbone/tiny.yaml", "method/static.yaml", "trainer/smoke.yaml"),
+        "--data=mvtec",
+        f"--data.init_args.root={root}",
+        "--data.init_args.aux_categories=[stripes]",  # 11 images, 4 unreadable: 6 steps of 1 per process
+        "--data.init_args.target_categories=[ring]",
+        "--data.init_args.image_size=64",
+        "--data.init_args.batch_size=1",
+        "--data.init_args.on_bad_image=skip",
+        "--model.feature_cache=off",
+        "--trainer.max_epochs=1",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.enable_progress_bar=false",
+    ]
+    output = run_zsad("fit", args, tmp_path, zsad_environment(tmp_path / "cache"), timeout=240)
+    assert output.count("Skipped training image") == len(DAMAGED)
+    checkpoint = torch.load(tmp_path / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 6
+    assert all(torch.isfinite(value).all() for value in trained_state(tmp_path / CHECKPOINT).values())
