@@ -1,4 +1,5 @@
-"""A 2-process fit where one process's batch is all unreadable images (``on_bad_image: skip``) neither hangs nor fails.
+"""2 processes whose batches may be all unreadable images (``on_bad_image: skip``): the fit neither hangs nor fails,
+and the test's metrics and skipped list equal the 1-process test's.
 
 At batch size 1 per process, a training set with damaged images gives one process a batch with nothing to train on
 while the other has an image. DDP's gradient all-reduce needs every process to run backward at every step, so the
@@ -12,20 +13,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import config_args, run_zsad, trained_state, zsad_environment
+from cli_runs import config_args, newest_results, run_zsad, trained_state, zsad_environment
 
 from zsad.data import SyntheticDataModule
 
 CHECKPOINT = Path("runs/smoke/checkpoints/last.ckpt")
-DAMAGED = ("000.png", "001.png", "002.png", "003.png")
+DAMAGED = {"stripes": ("000.png", "001.png", "002.png", "003.png"), "ring": ("000.png", "004.png")}
 
 
 def damaged_copy(source: Path, target: Path) -> Path:
-    """The synthetic categories, with 4 of stripes' normal test images (its training images here) truncated."""
+    """The synthetic categories with some normal test images truncated: 4 of stripes' (training), 2 of ring's."""
     shutil.copytree(source, target)
-    for name in DAMAGED:
-        image = target / "stripes" / "test" / "good" / name
-        image.write_bytes(image.read_bytes()[:60])
+    for category, names in DAMAGED.items():
+        for name in names:
+            image = target / category / "test" / "good" / name
+            image.write_bytes(image.read_bytes()[:60])
     return target
 
 
@@ -51,8 +53,24 @@ def test_a_process_with_an_all_unreadable_batch_keeps_step_with_the_other(tmp_pa
         "--trainer.strategy=ddp",
         "--trainer.enable_progress_bar=false",
     ]
-    output = run_zsad("fit", args, tmp_path, zsad_environment(tmp_path / "cache"), timeout=240)
-    assert output.count("Skipped training image") == len(DAMAGED)
+    env = zsad_environment(tmp_path / "cache")
+    output = run_zsad("fit", args, tmp_path, env, timeout=240)
+    assert output.count("Skipped training image") == len(DAMAGED["stripes"])
     checkpoint = torch.load(tmp_path / CHECKPOINT, map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6
     assert all(torch.isfinite(value).all() for value in trained_state(tmp_path / CHECKPOINT).values())
+
+    test = [*args, f"--ckpt_path={CHECKPOINT}", "--data.init_args.eval_batch_size=1"]
+    single, double = tmp_path / "single", tmp_path / "double"
+    run_zsad(
+        "test",
+        [*test, "--trainer.devices=1", "--trainer.strategy=auto", f"--trainer.default_root_dir={single}"],
+        tmp_path,
+        env,
+    )
+    run_zsad("test", [*test, f"--trainer.default_root_dir={double}"], tmp_path, env)
+    one, two = newest_results(single), newest_results(double)
+    assert sorted(Path(s["path"]).name for s in two["skipped"]) == sorted(DAMAGED["ring"])
+    assert two["skipped"] == one["skipped"] and two["counts"] == one["counts"]
+    assert two["counts"]["mvtec"]["ring"]["normal"] == 6 - len(DAMAGED["ring"])
+    assert two["per_category"] == one["per_category"] and two["mean"] == one["mean"]
