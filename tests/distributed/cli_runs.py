@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,25 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> str:
 def run_zsad(verb: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
     """Run a zsad command to completion (see :func:`finish`)."""
     return finish(start_zsad(verb, args, cwd, env), timeout)
+
+
+def signal_when_paused(process: subprocess.Popen, marker: Path, signum: int, timeout: float = 300) -> str:
+    """Wait until ``marker`` exists (tests/resume/pause.py parks a fit and touches it), then send ``signum``.
+
+    Returns:
+        What the process printed. Fails the test if the process ends before it is paused or never pauses.
+    """
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            if process.poll() is not None:
+                pytest.fail(f"the process ended before it was paused:\n{process.stdout.read()[-4000:]}")
+            assert time.monotonic() < deadline, "the fit never reached the pause step"
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=60)
+    return output
 
 
 def newest_results(folder: Path) -> dict:

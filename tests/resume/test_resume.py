@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distributed"))
-from cli_runs import config_args, finish, newest_results, run_zsad, start_zsad, trained_state, zsad_environment
+from cli_runs import (
+    config_args,
+    finish,
+    newest_results,
+    run_zsad,
+    signal_when_paused,
+    start_zsad,
+    trained_state,
+    zsad_environment,
+)
 
 from zsad.cli import main
 from zsad.data import SyntheticDataModule
@@ -51,16 +59,7 @@ def kill_when_paused(args: list[str], cwd: Path, env: dict[str, str], marker: Pa
     """Run a fit that parks after PAUSE_STEP steps, and SIGKILL it there."""
     pause = ["--trainer.callbacks+=pause.PauseAtStep", f"--trainer.callbacks.step={PAUSE_STEP}"]
     process = start_zsad("fit", [*args, *pause, f"--trainer.callbacks.marker={marker}"], cwd, env)
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            if process.poll() is not None:
-                pytest.fail(f"the fit ended before it was killed:\n{process.stdout.read()[-4000:]}")
-            assert time.monotonic() < deadline, "the fit never reached the pause step"
-            time.sleep(0.1)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
+    signal_when_paused(process, marker, signal.SIGKILL)
 
 
 def results_of_test(cwd: Path, args: list[str], monkeypatch, capsys) -> dict:

@@ -302,12 +302,18 @@ def test_failed_runs_are_retried_and_done_runs_skipped(tmp_path, monkeypatch):
     assert all(set(r) == CONTRACT_KEYS for r in records)
 
 
-def test_only_a_checkpoint_of_the_same_config_is_resumed(tmp_path):
+def first_run_with_a_checkpoint(out: Path) -> tuple[runner.PreparedRun, Path]:
+    """The smoke grid's first run, with a last.ckpt in its folder as an interrupted attempt leaves it."""
     spec = load_grid(SMOKE)
-    run = prepare_runs(spec, expand_grid(spec), tmp_path)[0]
+    run = prepare_runs(spec, expand_grid(spec), out)[0]
     checkpoint = run.run_dir / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"checkpoint")
+    return run, checkpoint
+
+
+def test_only_a_checkpoint_of_the_same_config_is_resumed(tmp_path):
+    run, checkpoint = first_run_with_a_checkpoint(tmp_path)
     attempt = run.run_dir / runner.ATTEMPT_FILE
     assert runner.resumable_checkpoint(run) is None  # no attempt file: whose checkpoint is it?
     for text in ("{not json", json.dumps(["a list"]), json.dumps({"config_hash": run.config_hash[:8]})):
@@ -317,6 +323,23 @@ def test_only_a_checkpoint_of_the_same_config_is_resumed(tmp_path):
     assert runner.resumable_checkpoint(run) == checkpoint
     checkpoint.unlink()
     assert runner.resumable_checkpoint(run) is None
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_restart_ignores_a_resumable_checkpoint(resume, tmp_path, monkeypatch):
+    run, checkpoint = first_run_with_a_checkpoint(tmp_path)
+    (run.run_dir / runner.ATTEMPT_FILE).write_text(json.dumps({"config_hash": run.config_hash}))
+    given: list = []
+
+    def fake_execute(run, out, resume_from):
+        given.append(resume_from)
+        return fake_record(run, "done")
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    lines: list[str] = []
+    run_grid([run], tmp_path, echo=lambda text, **_: lines.append(text), resume=resume)
+    assert given == [checkpoint if resume else None]
+    assert any(line.startswith("resuming from") for line in lines) == resume
 
 
 # ------------------------------------------------------------------ end to end
