@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from zsad.metrics.results import AUPRO_VARIANTS, macro_mean
 from zsad.workflow.report.aggregate import summarise
 from zsad.workflow.report.curves import curves
 from zsad.workflow.report.grouping import group_runs
+from zsad.workflow.report.render import LATEX_PACKAGES
 from zsad.workflow.report.runs import load_runs
 from zsad.workflow.report.significance import bootstrap_interval, compare, holm_adjust
 from zsad.workflow.results import SCORE_COLUMNS
@@ -231,6 +234,49 @@ def test_wilcoxon_equals_scipy_on_the_seed_averaged_differences(tmp_path):
     assert comparison.difference == pytest.approx(differences.mean())
     low, high = comparison.interval
     assert low < differences.mean() < high and comparison.note == ""
+
+
+def wide_report(tmp_path, capsys) -> Path:
+    """tables.tex of 3 methods x 2 seeds on 8 categories with LaTeX's special characters in their names; one method
+    differs from the best in 4 categories only, so its p-values are n/a with a note."""
+    rng = np.random.default_rng(0)
+    categories = ["metal_nut", "pcb&1", "screw#2", "carpet", "toothbrush", "grid_50%", "bottle", "zip~per"]
+    metrics = ("image_auroc", "pixel_auroc", "pixel_aupro")
+    reference = {c: {m: float(rng.uniform(0.7, 0.99)) for m in metrics} for c in categories}
+    close = {c: {m: v - 0.01 * (i < 4) for m, v in values.items()} for i, (c, values) in enumerate(reference.items())}
+    for seed in (0, 1):
+        write_run(tmp_path / "runs" / f"static-{seed}", reference, seed)
+        write_run(tmp_path / "runs" / f"vip-{seed}", close, seed, "vip")
+        lower = {c: {m: v - float(rng.uniform(0.0, 0.1)) for m, v in values.items()} for c, values in reference.items()}
+        write_run(tmp_path / "runs" / f"my_method-{seed}", lower, seed, "my_method")
+    code, out = run_report([tmp_path / "runs", "--out", tmp_path / "out", "--no-plots"], capsys)
+    assert code == 0, out
+    return tmp_path / "out" / "toy-within" / "tables.tex"
+
+
+def test_latex_notes_go_below_the_table_and_wide_tables_shrink(tmp_path, capsys):
+    latex = wide_report(tmp_path, capsys).read_text()
+    assert latex.startswith(r"% zsad report: needs \usepackage{booktabs} \usepackage{graphicx}")
+    assert latex.count(r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%") == latex.count(
+        r"\begin{tabular}"
+    )
+    significance = re.search(r"\\label\{tab:significance-toy\}.*?\\end\{table\}", latex, flags=re.DOTALL).group(0)
+    assert "& note" not in significance  # the notes column is not in the tabular ...
+    assert r"\footnotesize $^{1}$4 non-zero paired difference(s), fewer than 6" in significance  # ... but below it
+    assert len(re.findall(r"& vip & static & .* & n/a & n/a\$\^\{1\}\$ \\\\", significance)) == 3  # a row per metric
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-base)")
+def test_tables_tex_compiles_without_overfull_boxes(tmp_path, capsys):
+    tables = wide_report(tmp_path, capsys)
+    document = tmp_path / "paper.tex"
+    packages = "\n".join(rf"\usepackage{{{name}}}" for name in LATEX_PACKAGES)
+    body = tables.read_text()
+    document.write_text(f"\\documentclass{{article}}\n{packages}\n\\begin{{document}}\n{body}\n\\end{{document}}\n")
+    command = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name]
+    process = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert "Overfull \\hbox" not in process.stdout, process.stdout[-3000:]
 
 
 def test_holm_adjustment_matches_the_step_down_formula():

@@ -41,6 +41,9 @@ class Table:
         marks: ``BEST``, ``SECOND`` or ``""`` per value cell (same shape as the rows without labels).
         rules: Row indices with a rule above them (e.g. the mean row).
         label: LaTeX label suffix (``tab:<label>``).
+        notes_column: Index into ``header`` of a column of free-text notes: LaTeX moves its texts below the table as
+            numbered notes, marked on each row's last cell, so that long reasons do not widen the tabular; markdown
+            keeps the column.
     """
 
     title: str
@@ -50,6 +53,7 @@ class Table:
     marks: list[list[str]] = field(default_factory=list)
     rules: set[int] = field(default_factory=set)
     label: str = ""
+    notes_column: int | None = None
 
     def mark(self, row: int, column: int) -> str:
         """The mark of value cell ``column`` of ``row`` (``""`` when unmarked)."""
@@ -106,13 +110,24 @@ def to_markdown(table: Table) -> str:
     return f"#### {table.title}\n\n" + "\n".join(lines) + "\n"
 
 
+LATEX_PACKAGES = ("booktabs", "graphicx")
+"""What the LaTeX tables need in the preamble: booktabs' rules, and graphicx to shrink a table wider than the line."""
+LATEX_PREAMBLE = "% zsad report: needs " + " ".join(rf"\usepackage{{{name}}}" for name in LATEX_PACKAGES) + "\n\n"
+"""First lines of ``tables.tex``."""
+
+
 def to_latex(table: Table, common_caption: str = "") -> str:
-    r"""A ``table`` float with a booktabs ``tabular``; best in ``\textbf``, second best ``\underline``."""
+    r"""A ``table`` float with a booktabs ``tabular``; best in ``\textbf``, second best ``\underline``.
+
+    A tabular wider than the line is scaled down to ``\linewidth`` (graphicx's ``\resizebox``, which reads the natural
+    width as ``\width``); narrower ones keep their size. Notes (:attr:`Table.notes_column`) follow the tabular.
+    """
 
     def styled(text: str, mark: str) -> str:
         text = latex_escape(text)
         return rf"\textbf{{{text}}}" if mark == BEST else rf"\underline{{{text}}}" if mark == SECOND else text
 
+    header, rows, notes = _split_notes(table)
     caption = " ".join(part for part in (table.caption, common_caption) if part)
     lines = [
         r"\begin{table}[t]",
@@ -122,15 +137,43 @@ def to_latex(table: Table, common_caption: str = "") -> str:
     if table.label:
         lines.append(rf"  \label{{tab:{re.sub(r'[^A-Za-z0-9:.-]+', '-', table.label)}}}")
     lines += [
-        rf"  \begin{{tabular}}{{l{'c' * (len(table.header) - 1)}}}",
+        r"  \resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+        rf"  \begin{{tabular}}{{l{'c' * (len(header) - 1)}}}",
         r"    \toprule",
-        "    " + " & ".join(styled(h, "") for h in table.header) + r" \\",
+        "    " + " & ".join(styled(h, "") for h in header) + r" \\",
         r"    \midrule",
     ]
-    for r, (label, *cells) in enumerate(table.rows):
+    for r, (label, *cells) in enumerate(rows):
         if r in table.rules:
             lines.append(r"    \midrule")
         row = [styled(label, ""), *(styled(c, table.mark(r, i)) for i, c in enumerate(cells))]
+        if _has_note(table, r):  # on the row's last cell: in a significance table, the n/a it explains
+            row[-1] += rf"$^{{{notes.index(table.rows[r][table.notes_column]) + 1}}}$"
         lines.append("    " + " & ".join(row) + r" \\")
-    lines += [r"    \bottomrule", r"  \end{tabular}", r"\end{table}"]
+    lines += [r"    \bottomrule", r"  \end{tabular}}"]
+    if notes:
+        listed = "; ".join(rf"$^{{{number}}}${latex_escape(note)}" for number, note in enumerate(notes, start=1))
+        lines.append(rf"  \par\smallskip\footnotesize {listed}.")
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def _has_note(table: Table, row: int) -> bool:
+    """Whether ``row`` has a non-empty text in the notes column."""
+    return table.notes_column is not None and bool(table.rows[row][table.notes_column])
+
+
+def _split_notes(table: Table) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header and rows without the notes column, and its distinct non-empty texts in order of appearance.
+
+    Marks stay aligned: the notes column must come after every marked value column.
+    """
+    column = table.notes_column
+    if column is None:
+        return table.header, table.rows, []
+    notes = list(dict.fromkeys(row[column] for row in table.rows if row[column]))
+
+    def drop(items: list[str]) -> list[str]:
+        return items[:column] + items[column + 1 :]
+
+    return drop(table.header), [drop(row) for row in table.rows], notes

@@ -158,6 +158,9 @@ SIGNIFICANCE_COLUMNS = (
 """Columns of ``significance.csv``; differences are fractions (method minus reference), empty where n/a."""
 
 
+SIGNIFICANCE_HEADER = ["metric", "method", "best", "categories", "difference", "95% CI", "p", "p (Holm)", "note"]
+
+
 def significance_caption(resamples: int, seed: int) -> str:
     """How the comparisons were made: the test's name and the bootstrap settings."""
     return (
@@ -198,9 +201,10 @@ def significance_tables(comparisons: list[Comparison], digits: int = 1) -> list[
             Table(
                 title=f"{name}: against the best method",
                 caption=f"{name}: paired comparison over categories.",
-                header=["metric", "method", "best", "categories", "difference", "95% CI", "p", "p (Holm)", "note"],
+                header=SIGNIFICANCE_HEADER,
                 rows=rows,
                 label=f"significance-{scope}",
+                notes_column=SIGNIFICANCE_HEADER.index("note"),
             )
         )
     return tables

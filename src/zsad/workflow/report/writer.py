@@ -12,7 +12,7 @@ from zsad.workflow.report.aggregate import Summary, summarise
 from zsad.workflow.report.curves import CategoryScores, Curves, curves, read_scores
 from zsad.workflow.report.grouping import ProtocolGroup
 from zsad.workflow.report.plots import bar_chart, curve_figure
-from zsad.workflow.report.render import to_latex, to_markdown
+from zsad.workflow.report.render import LATEX_PREAMBLE, to_latex, to_markdown
 from zsad.workflow.report.runs import Run
 from zsad.workflow.report.significance import RESAMPLES, compare_all
 from zsad.workflow.report.tables import (
@@ -73,7 +73,7 @@ def write_report(folder: Path, group: ProtocolGroup, options: ReportOptions, lef
     latex = [to_latex(t, caption) for t in per_dataset + per_category] + [
         to_latex(t, test_caption) for t in test_tables
     ]
-    atomic_write_text(folder / "tables.tex", "% zsad report: needs \\usepackage{booktabs}\n\n" + "\n".join(latex))
+    atomic_write_text(folder / "tables.tex", LATEX_PREAMBLE + "\n".join(latex))
     atomic_write_text(folder / "tables.csv", tables_csv(summary, options.digits))
     atomic_write_text(folder / "significance.csv", significance_csv(group.name, comparisons))
     figures = write_plots(folder / PLOTS, summary) if options.plots else []
