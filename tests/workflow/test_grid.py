@@ -11,7 +11,7 @@ import yaml
 
 from zsad.errors import ConfigError
 from zsad.workflow.grid import runner
-from zsad.workflow.grid.command import grid_main
+from zsad.workflow.grid.command import grid_main, run_table
 from zsad.workflow.grid.expand import expand_grid, select_runs
 from zsad.workflow.grid.records import RUNS_FILE, RunRecord, read_records
 from zsad.workflow.grid.run_config import config_hash, strip_output_paths
@@ -321,6 +321,7 @@ def test_only_a_checkpoint_of_the_same_config_is_resumed(tmp_path):
         assert runner.resumable_checkpoint(run) is None
     attempt.write_text(json.dumps({"config_hash": run.config_hash}))
     assert runner.resumable_checkpoint(run) == checkpoint
+    assert f"{run.run_id}  pending, resumes from last.ckpt  method=static" in run_table([run], tmp_path)
     checkpoint.unlink()
     assert runner.resumable_checkpoint(run) is None
 

@@ -16,7 +16,7 @@ from zsad.metrics.results import format_table
 from zsad.workflow.atomic import atomic_write_text
 from zsad.workflow.grid.expand import expand_grid, select_runs
 from zsad.workflow.grid.records import RUNS_FILE, latest_status, read_records
-from zsad.workflow.grid.runner import PreparedRun, prepare_runs, run_grid
+from zsad.workflow.grid.runner import PreparedRun, prepare_runs, resumable_checkpoint, run_grid
 from zsad.workflow.grid.spec import load_grid
 from zsad.workflow.grid.sweep import sweep_yaml
 
@@ -105,13 +105,24 @@ def write_sweep(text: str, target: str) -> int:
 
 
 def run_table(runs: list[PreparedRun], out: Path) -> str:
-    """The runs with their status in ``runs.jsonl`` (done, failed, or pending) and their grid values."""
+    """The runs with their status and grid values.
+
+    The status is the run's latest in ``runs.jsonl`` (done or failed), else ``pending``; a failed or pending run
+    whose folder holds a checkpoint that the next invocation resumes says so.
+    """
     status = latest_status(read_records(out / RUNS_FILE))
+
+    def described(run: PreparedRun) -> str:
+        state = status.get(run.config_hash, "pending")
+        if state != "done" and resumable_checkpoint(run) is not None:
+            return f"{state}, resumes from last.ckpt"
+        return state
+
     rows = [
         [
             str(number),
             run.run_id,
-            status.get(run.config_hash, "pending"),
+            described(run),
             ", ".join(f"{key}={value}" for key, value in run.plan.overrides.items()),
         ]
         for number, run in enumerate(runs, start=1)
