@@ -13,7 +13,7 @@ from zsad.errors import ConfigError
 from zsad.workflow.grid import runner
 from zsad.workflow.grid.command import grid_main, run_table
 from zsad.workflow.grid.expand import expand_grid, select_runs
-from zsad.workflow.grid.records import RUNS_FILE, RunRecord, read_records
+from zsad.workflow.grid.records import RUNS_FILE, RunRecord, append_record, read_records
 from zsad.workflow.grid.run_config import config_hash, strip_output_paths
 from zsad.workflow.grid.runner import prepare_runs, run_grid
 from zsad.workflow.grid.spec import ChoiceAxis, ValueAxis, load_grid
@@ -302,13 +302,16 @@ def test_failed_runs_are_retried_and_done_runs_skipped(tmp_path, monkeypatch):
     assert all(set(r) == CONTRACT_KEYS for r in records)
 
 
-def first_run_with_a_checkpoint(out: Path) -> tuple[runner.PreparedRun, Path]:
-    """The smoke grid's first run, with a last.ckpt in its folder as an interrupted attempt leaves it."""
+def first_run_with_a_checkpoint(out: Path, attempt: bool = False) -> tuple[runner.PreparedRun, Path]:
+    """The smoke grid's first run, with a last.ckpt in its folder (and, with ``attempt``, the attempt file naming its
+    config hash), as an interrupted attempt leaves them."""
     spec = load_grid(SMOKE)
     run = prepare_runs(spec, expand_grid(spec), out)[0]
     checkpoint = run.run_dir / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"checkpoint")
+    if attempt:
+        (run.run_dir / runner.ATTEMPT_FILE).write_text(json.dumps({"config_hash": run.config_hash}))
     return run, checkpoint
 
 
@@ -326,10 +329,8 @@ def test_only_a_checkpoint_of_the_same_config_is_resumed(tmp_path):
     assert runner.resumable_checkpoint(run) is None
 
 
-@pytest.mark.parametrize("resume", [True, False])
-def test_restart_ignores_a_resumable_checkpoint(resume, tmp_path, monkeypatch):
-    run, checkpoint = first_run_with_a_checkpoint(tmp_path)
-    (run.run_dir / runner.ATTEMPT_FILE).write_text(json.dumps({"config_hash": run.config_hash}))
+def resume_points(monkeypatch) -> list:
+    """Replace the run executor with one that records its ``resume_from`` argument and reports the run done."""
     given: list = []
 
     def fake_execute(run, out, resume_from):
@@ -337,10 +338,26 @@ def test_restart_ignores_a_resumable_checkpoint(resume, tmp_path, monkeypatch):
         return fake_record(run, "done")
 
     monkeypatch.setattr(runner, "execute", fake_execute)
+    return given
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_restart_ignores_a_resumable_checkpoint(resume, tmp_path, monkeypatch):
+    run, checkpoint = first_run_with_a_checkpoint(tmp_path, attempt=True)
+    given = resume_points(monkeypatch)
     lines: list[str] = []
     run_grid([run], tmp_path, echo=lambda text, **_: lines.append(text), resume=resume)
     assert given == [checkpoint if resume else None]
     assert any(line.startswith("resuming from") for line in lines) == resume
+
+
+def test_a_failed_run_starts_from_scratch_though_it_left_a_checkpoint(tmp_path, monkeypatch):
+    run, _ = first_run_with_a_checkpoint(tmp_path, attempt=True)
+    append_record(tmp_path / RUNS_FILE, fake_record(run, "failed"))
+    assert "failed  method=static" in run_table([run], tmp_path)  # no "resumes from"
+    given = resume_points(monkeypatch)
+    run_grid([run], tmp_path, echo=lambda text, **_: None)
+    assert given == [None]
 
 
 # ------------------------------------------------------------------ end to end

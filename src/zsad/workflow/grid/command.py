@@ -1,7 +1,7 @@
 """``zsad grid <grid.yaml>``: expand an ablation grid, check every run's config, then fit and test each run.
 
-Runs already done (same config hash in ``runs.jsonl``) are skipped; failed and interrupted ones are retried, from
-their last checkpoint unless ``--restart``; see docs/grids.md.
+Runs already done (same config hash in ``runs.jsonl``) are skipped, failed ones are retried, and interrupted ones
+resume from their last checkpoint unless ``--restart``; see docs/grids.md.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--restart",
         action="store_true",
-        help="start interrupted and failed runs from scratch instead of from the last checkpoint they left",
+        help="start interrupted runs from scratch instead of from the last checkpoint they left",
     )
     parser.add_argument(
         "--only",
@@ -107,14 +107,14 @@ def write_sweep(text: str, target: str) -> int:
 def run_table(runs: list[PreparedRun], out: Path) -> str:
     """The runs with their status and grid values.
 
-    The status is the run's latest in ``runs.jsonl`` (done or failed), else ``pending``; a failed or pending run
-    whose folder holds a checkpoint that the next invocation resumes says so.
+    The status is the run's latest in ``runs.jsonl`` (done or failed), else ``pending``; a pending run whose folder
+    holds a checkpoint that the next invocation resumes (an interrupted one) says so.
     """
     status = latest_status(read_records(out / RUNS_FILE))
 
     def described(run: PreparedRun) -> str:
         state = status.get(run.config_hash, "pending")
-        if state != "done" and resumable_checkpoint(run) is not None:
+        if state == "pending" and resumable_checkpoint(run) is not None:
             return f"{state}, resumes from last.ckpt"
         return state
 

@@ -101,8 +101,8 @@ def run_grid(
         runs: The prepared runs.
         out: The output folder (``runs.jsonl`` and one folder per run).
         echo: Where progress lines go.
-        resume: Continue an interrupted or failed run from the last checkpoint it left (:func:`resumable_checkpoint`);
-            ``False`` starts it from scratch.
+        resume: Continue an interrupted run (one without a line in ``runs.jsonl``) from the last checkpoint it left
+            (:func:`resumable_checkpoint`); ``False`` starts it from scratch. Failed runs always start from scratch.
 
     Returns:
         The records of the runs executed now (skipped runs have none).
@@ -115,7 +115,8 @@ def run_grid(
         if status.get(run.config_hash) == "done":
             echo(f"skipped (done in {RUNS_FILE} as {run.run_id})", flush=True)
             continue
-        resume_from = resumable_checkpoint(run) if resume else None
+        # Only an interrupted run (no line yet) resumes: a failed run's checkpoint may carry what made it fail.
+        resume_from = resumable_checkpoint(run) if resume and run.config_hash not in status else None
         if resume_from is not None:
             echo(f"resuming from {resume_from.relative_to(out.resolve())} ... ", end="", flush=True)
         record = execute(run, out, resume_from)
