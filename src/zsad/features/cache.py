@@ -116,7 +116,7 @@ class FeatureCache:
             self._check_size(store, fresh)
         self.counts.hits += len(keys) - len(missing)
         self.counts.misses += len(missing)
-        return stack_entries(store.layout, entries, images.device)  # type: ignore[arg-type]  (set, all filled)
+        return stack_entries(store.layout, entries, images.device)  # type: ignore[arg-type]  # layout set, all filled
 
     def _check_size(self, store: FeatureStore, fresh: list[dict]) -> None:
         """Once, estimate what a memory store will hold at the end of the first epoch and compare with free memory."""

@@ -127,7 +127,7 @@ def to_latex(table: Table, common_caption: str = "") -> str:
         text = latex_escape(text)
         return rf"\textbf{{{text}}}" if mark == BEST else rf"\underline{{{text}}}" if mark == SECOND else text
 
-    header, rows, notes = _split_notes(table)
+    header, rows, notes, note_numbers = _split_notes(table)
     caption = " ".join(part for part in (table.caption, common_caption) if part)
     lines = [
         r"\begin{table}[t]",
@@ -147,8 +147,8 @@ def to_latex(table: Table, common_caption: str = "") -> str:
         if r in table.rules:
             lines.append(r"    \midrule")
         row = [styled(label, ""), *(styled(c, table.mark(r, i)) for i, c in enumerate(cells))]
-        if _has_note(table, r):  # on the row's last cell: in a significance table, the n/a it explains
-            row[-1] += rf"$^{{{notes.index(table.rows[r][table.notes_column]) + 1}}}$"
+        if note_numbers[r]:  # on the row's last cell: in a significance table, the n/a it explains
+            row[-1] += rf"$^{{{note_numbers[r]}}}$"
         lines.append("    " + " & ".join(row) + r" \\")
     lines += [r"    \bottomrule", r"  \end{tabular}}"]
     if notes:
@@ -158,22 +158,19 @@ def to_latex(table: Table, common_caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _has_note(table: Table, row: int) -> bool:
-    """Whether ``row`` has a non-empty text in the notes column."""
-    return table.notes_column is not None and bool(table.rows[row][table.notes_column])
+def _split_notes(table: Table) -> tuple[list[str], list[list[str]], list[str], list[int]]:
+    """The tabular's header and rows (without the notes column), the distinct notes, and each row's note number.
 
-
-def _split_notes(table: Table) -> tuple[list[str], list[list[str]], list[str]]:
-    """Header and rows without the notes column, and its distinct non-empty texts in order of appearance.
-
-    Marks stay aligned: the notes column must come after every marked value column.
+    Notes are the column's non-empty texts in order of appearance; a row's number is 1-based, 0 for none. Marks stay
+    aligned: the notes column must come after every marked value column.
     """
     column = table.notes_column
     if column is None:
-        return table.header, table.rows, []
+        return table.header, table.rows, [], [0] * len(table.rows)
     notes = list(dict.fromkeys(row[column] for row in table.rows if row[column]))
+    numbers = [notes.index(row[column]) + 1 if row[column] else 0 for row in table.rows]
 
     def drop(items: list[str]) -> list[str]:
         return items[:column] + items[column + 1 :]
 
-    return drop(table.header), [drop(row) for row in table.rows], notes
+    return drop(table.header), [drop(row) for row in table.rows], notes, numbers
