@@ -16,7 +16,7 @@ from zsad.metrics.results import format_table
 from zsad.workflow.atomic import atomic_write_text
 from zsad.workflow.grid.expand import expand_grid, select_runs
 from zsad.workflow.grid.records import RUNS_FILE, latest_status, read_records
-from zsad.workflow.grid.runner import PreparedRun, prepare_runs, resumable_checkpoint, run_grid
+from zsad.workflow.grid.runner import PreparedRun, prepare_runs, resume_point, run_grid
 from zsad.workflow.grid.spec import load_grid
 from zsad.workflow.grid.sweep import sweep_yaml
 
@@ -114,9 +114,7 @@ def run_table(runs: list[PreparedRun], out: Path) -> str:
 
     def described(run: PreparedRun) -> str:
         state = status.get(run.config_hash, "pending")
-        if state == "pending" and resumable_checkpoint(run) is not None:
-            return f"{state}, resumes from last.ckpt"
-        return state
+        return f"{state}, resumes from last.ckpt" if resume_point(run, status) is not None else state
 
     rows = [
         [

@@ -115,8 +115,7 @@ def run_grid(
         if status.get(run.config_hash) == "done":
             echo(f"skipped (done in {RUNS_FILE} as {run.run_id})", flush=True)
             continue
-        # Only an interrupted run (no line yet) resumes: a failed run's checkpoint may carry what made it fail.
-        resume_from = resumable_checkpoint(run) if resume and run.config_hash not in status else None
+        resume_from = resume_point(run, status) if resume else None
         if resume_from is not None:
             echo(f"resuming from {resume_from.relative_to(out.resolve())} ... ", end="", flush=True)
         record = execute(run, out, resume_from)
@@ -125,6 +124,20 @@ def run_grid(
         detail = "" if record.status == "done" else f": {record.error}"
         echo(f"{record.status} in {record.duration_s:.0f} s{detail}", flush=True)
     return executed
+
+
+def resume_point(run: PreparedRun, status: dict[str, str]) -> Path | None:
+    """Where an interrupted run continues: its :func:`resumable_checkpoint`, if it has no line in ``runs.jsonl``.
+
+    Args:
+        run: The run.
+        status: Latest status per config hash in ``runs.jsonl`` (:func:`~zsad.workflow.grid.records.latest_status`).
+
+    Returns:
+        The checkpoint, or ``None``: a done run is skipped, and a failed one starts from scratch, since its
+        checkpoint may carry what made it fail.
+    """
+    return resumable_checkpoint(run) if run.config_hash not in status else None
 
 
 def resumable_checkpoint(run: PreparedRun) -> Path | None:
@@ -155,9 +168,11 @@ def execute(run: PreparedRun, out: Path, resume_from: Path | None = None) -> Run
     """
     if resume_from is None:
         shutil.rmtree(run.run_dir, ignore_errors=True)
-    for stale in (RESULTS_FILE, SCORES_FILE):  # only this attempt's test may leave them
-        (run.run_dir / stale).unlink(missing_ok=True)
-    attempt = {"run_id": run.run_id, "config_hash": run.config_hash, "started": utc_now()}
+    else:
+        for stale in (RESULTS_FILE, SCORES_FILE):  # only this attempt's test may leave them
+            (run.run_dir / stale).unlink(missing_ok=True)
+    started, clock = utc_now(), time.monotonic()
+    attempt = {"run_id": run.run_id, "config_hash": run.config_hash, "started": started}
     atomic_write_text(run.run_dir / ATTEMPT_FILE, json.dumps(attempt, indent=2) + "\n")
     config_text = yaml.safe_dump(run.config, sort_keys=False)
     config_path = atomic_write_text(run.run_dir / CONFIG_FILE, config_text)
@@ -166,7 +181,6 @@ def execute(run: PreparedRun, out: Path, resume_from: Path | None = None) -> Run
     if resume_from is not None:
         command.append("--resume")
     log_path = run.run_dir / LOG_FILE
-    started, clock = utc_now(), time.monotonic()
     with log_path.open("a" if resume_from is not None else "w") as log:
         resuming = f", resuming from {resume_from}" if resume_from is not None else ""
         log.write(f"{ATTEMPT_HEADER} {started}{resuming}\n")
