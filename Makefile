@@ -6,12 +6,12 @@ STAMP := $(VENV)/.zsad-installed
 OUT ?= demo_out
 BACKBONE ?= tiny-random
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo test test-fast lint format package clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"  # the tested versions (constraints.txt)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
+
+## The wheel and sdist as a release has them: built, checked (twine) and the wheel run outside the checkout.
+package: $(STAMP)
+	bash .ci/wheel
 
 clean:
 	rm -rf $(VENV) $(OUT) runs .pytest_cache .ruff_cache

@@ -129,3 +129,45 @@ def test_a_broken_plugin_names_itself(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ZSADError, match=r"plugin 'broken' \(zsad_broken_plugin\) failed to import.*xyz"):
         load_plugins()
+
+
+def test_the_builtin_table_matches_what_the_modules_register():
+    """`zsad list` reads names and descriptions from zsad/_registry_table.py, without importing the components."""
+    from pathlib import Path
+
+    import zsad._registry_table as table
+    from zsad.registry import builtin_table_source
+
+    assert Path(table.__file__).read_text() == builtin_table_source(), (
+        "regenerate src/zsad/_registry_table.py as its docstring says"
+    )
+
+
+def test_a_builtin_name_is_known_before_its_module_is_imported():
+    import subprocess
+
+    code = (
+        "import sys\nfrom zsad.registry import HEADS, PROMPTS\n"
+        "assert 'topk' in HEADS and PROMPTS.class_path('vip') == 'zsad.prompts.vip.ViPPrompt'\n"
+        "assert not [m for m in sys.modules if m.startswith(('zsad.heads', 'zsad.prompts', 'torch'))]\n"
+        "assert HEADS.get('topk').__module__ == 'zsad.heads.topk'  # imported on first look-up\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_a_builtin_imported_after_a_plugin_keeps_the_plugins_class():
+    registry = Registry("thing", builtins={"a": ("somewhere.Builtin", "The built-in.")})
+    assert registry.describe() == [("a", "The built-in.")]
+
+    with pytest.warns(UserWarning, match="'a' was registered by somewhere.Builtin and is now replaced by"):
+
+        @registry.register("a")
+        class Plugin:
+            """A plugin's."""
+
+    class Builtin:
+        """The built-in, imported later."""
+
+    Builtin.__module__, Builtin.__qualname__ = "somewhere", "Builtin"
+    registry.register("a")(Builtin)
+    assert registry.get("a") is Plugin

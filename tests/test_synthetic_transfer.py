@@ -28,9 +28,13 @@ import synthetic_transfer
 
 MARGIN = 0.08
 SEEDS = (0, 1, 2)
+TIMEOUT_S = 1800
+"""Three 5-epoch fits per method. DAPO's are the slowest (210 prompts encoded per step) and ran past pytest's default
+600 s on a loaded 2-core machine; this limit catches a hang, it is not a speed check."""
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TIMEOUT_S)
 @pytest.mark.parametrize("method", ["static", "cops", "vip", "dapo"])
 def test_training_beats_the_untrained_start_on_held_out_categories(method, tmp_path):
     runs = [synthetic_transfer.run_method(method, seed, 5, tmp_path / "data", tmp_path) for seed in SEEDS]

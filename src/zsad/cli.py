@@ -1,39 +1,36 @@
-"""The ``zsad`` command: LightningCLI verbs (fit, validate, test, predict) plus list and demo."""
+"""The ``zsad`` command: LightningCLI verbs (fit, validate, test, predict) plus list, configs and the tools.
+
+This module starts fast: ``zsad --help``, ``--version``, ``list`` and ``configs`` import neither torch nor Lightning.
+The verbs' parser, :class:`~zsad.lightning_cli.ZSADCLI`, lives in :mod:`zsad.lightning_cli` (``zsad.cli.ZSADCLI``
+still names it) and is imported only by the commands that need it.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI
-
-import zsad
-from zsad.config_aliases import PARSER_MODE, install_loader, translate_argv
-from zsad.data.datamodule import ZSADDataModule
+from zsad import __version__
+from zsad.console import quiet_console
 from zsad.errors import ZSADError
-from zsad.module import ZSADModule
-from zsad.plugins import load_plugins
 from zsad.registry import REGISTRIES
-from zsad.workflow.checkpointing import resumable_trainer_options
-from zsad.workflow.results import ResultsWriter
-from zsad.workflow.tracking import TrackingSaveConfig
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 # Non-Lightning commands: name -> "module:function" taking the remaining argv and returning an exit status.
 # Imported lazily so that `zsad fit` does not pay for every tool's imports.
 TOOLS: dict[str, str] = {
+    "configs": "zsad.packaged_configs:configs_main",
     "demo": "zsad.workflow.demo:demo_main",
     "grid": "zsad.workflow.grid.command:grid_main",
     "report": "zsad.workflow.report.command:report_main",
     "export": "zsad.workflow.export:export_main",
+    "import": "zsad.importers.command:import_main",
 }
 HELP = f"""usage: zsad <command> [options]
 
-zsad {zsad.__version__}: CLIP-based zero-shot anomaly detection.
+zsad {__version__}: CLIP-based zero-shot anomaly detection.
 
 Training and evaluation (LightningCLI; compose configs with several -c files):
   fit        train the prompts on the auxiliary data
@@ -43,47 +40,19 @@ Training and evaluation (LightningCLI; compose configs with several -c files):
 
 Tools:
   list       every registered component, with a one-line description
+  configs    the configs shipped with zsad, which -c takes by name (-c method/cops); --show NAME prints one
   demo       train on synthetic categories, test on held-out ones, write metrics.json and pictures
   grid       run an ablation grid (configs x seeds x hyper-parameters): fit and test each run, resumable
   report     paper tables (markdown, LaTeX, CSV), significance tests and plots from finished runs
   export     a model with image-independent prompts as one ONNX graph: export --ckpt C --format onnx --out M
+  import     a released official checkpoint as a zsad checkpoint: import anomalyclip FILE --trained-on mvtec --out C
 
 Run `zsad <command> --help` for the options of a command, e.g. `zsad fit --help`.
-Example:
-  zsad fit -c configs/backbone/tiny.yaml -c configs/method/static.yaml -c configs/data/synthetic.yaml \\
-           -c configs/trainer/smoke.yaml
+Example (packaged configs by name; a local file of the same path wins):
+  zsad fit -c backbone/tiny -c method/static -c data/synthetic -c trainer/smoke
 """
-
-
-class ZSADCLI(LightningCLI):
-    """LightningCLI with zsad's component registry, omegaconf interpolation and a results writer.
-
-    ``model:`` holds :class:`~zsad.module.ZSADModule`'s arguments; ``data:`` takes any registered datamodule.
-    """
-
-    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
-        super().__init__(
-            ZSADModule,
-            ZSADDataModule,
-            subclass_mode_model=False,
-            subclass_mode_data=True,
-            parser_kwargs={"parser_mode": PARSER_MODE},
-            save_config_callback=TrackingSaveConfig,  # config.yaml, plus the config and test results to loggers
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            args=list(args) if args is not None else None,
-            run=run,
-            **kwargs,
-        )
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        """Always attach the results writer (configurable as ``--results.filename``)."""
-        parser.add_lightning_class_args(ResultsWriter, "results")
-
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The configured trainer, plus atomic checkpoint writes and saved random states (exact resuming)."""
-        kwargs = {**resumable_trainer_options(self._get(self.config_init, "trainer", default={})), **kwargs}
-        return super().instantiate_trainer(**kwargs)
+WITHOUT_PLUGINS = ("configs",)
+"""Commands that never meet a component, so they do not import the plugins (which may import torch)."""
 
 
 def list_components() -> str:
@@ -105,45 +74,57 @@ def tool(command: str) -> Callable[[list[str]], int]:
     return getattr(importlib.import_module(module), function)
 
 
-# zsad rewrites argv (registry names) before handing it over, so passing `args` is intended here.
-warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-
-
 def run_cli(argv: list[str]) -> int:
     """Dispatch one command line; returns the exit status."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(HELP)
         return 0
     if argv[0] in ("-V", "--version"):
-        print(f"zsad {zsad.__version__}")
+        print(f"zsad {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    if command not in WITHOUT_PLUGINS:
+        from zsad.plugins import load_plugins
+
+        load_plugins()
     if command == "list":
         print(list_components(), end="")
         return 0
     if command in TOOLS:
         return tool(command)(rest)
-    if command == "predict" and any(arg.split("=", 1)[0] == "--images" for arg in rest):  # any folder, no datamodule
-        return importlib.import_module("zsad.workflow.predict").predict_main(rest)
+    if command == "predict":  # with --images (any folder, no datamodule) and for a bare --help: zsad's own predict
+        predict = importlib.import_module("zsad.workflow.predict")
+        if predict.is_folder_predict(rest):
+            return predict.predict_main(rest)
     if command not in LIGHTNING_VERBS:
         print(f"zsad: error: unknown command '{command}'. Commands: {', '.join([*LIGHTNING_VERBS, 'list', *TOOLS])}.")
         return 2
+    from zsad.config_aliases import install_loader, translate_argv
+    from zsad.lightning_cli import ZSADCLI
+
     install_loader()
     ZSADCLI(args=translate_argv(argv))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: clear one-line errors for bad input instead of tracebacks."""
+    """Console entry point: clear one-line errors for bad input instead of tracebacks, each warning once."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        load_plugins()
-        status = run_cli(argv)
+        with quiet_console():
+            status = run_cli(argv)
     except ZSADError as error:
         print(f"zsad: error: {error}", file=sys.stderr)
         status = 2
     if status:
         sys.exit(status)
+
+
+def __getattr__(name: str) -> Any:
+    """``zsad.cli.ZSADCLI`` (and ``EVALUATING_VERBS``), imported on first access: they need Lightning."""
+    if name in ("ZSADCLI", "EVALUATING_VERBS"):
+        return getattr(importlib.import_module("zsad.lightning_cli"), name)
+    raise AttributeError(f"module 'zsad.cli' has no attribute '{name}'")
 
 
 if __name__ == "__main__":

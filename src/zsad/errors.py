@@ -31,3 +31,14 @@ class DataError(ZSADError, ValueError):
 
 class CheckpointError(ZSADError, RuntimeError):
     """A checkpoint does not fit the model it is loaded into."""
+
+
+class WriteError(ZSADError, OSError):
+    """An output file could not be written (full disk, read-only folder, ...); the message names the file.
+
+    Also an :class:`OSError`, so code that tolerates failed writes (the feature cache) keeps doing so.
+    """
+
+
+class NonFiniteScoreError(ZSADError, ValueError):
+    """A model scored an image or a pixel NaN or infinite, so no metric is defined; the message names the image."""

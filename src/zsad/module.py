@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from zsad import __version__
 from zsad.backbones.base import Backbone
+from zsad.checkpoints.provenance import PROVENANCE_KEY, fit_provenance, run_seed
 from zsad.components import build
 from zsad.data.batch import batch_size, split_valid
 from zsad.errors import CheckpointError, ConfigError
@@ -99,6 +100,10 @@ class ZSADModule(L.LightningModule):
         self.feature_cache = FeatureCacheSettings(feature_cache, feature_cache_dir, feature_cache_fp16)
         self.feature_cache.check_prompt(self.prompt)
         self.training_cache: FeatureCache | None = None
+        # what results.json records under "checkpoint": set by `zsad test` and zsad.load (a checkpoint_record, or
+        # "untrained" on request); None for a training-free model
+        self.evaluated_checkpoint: dict[str, Any] | str | None = None
+        self.training_provenance: dict[str, Any] | None = None
         self.save_hyperparameters(self.component_specs(), ignore=["optimizer"])
         self.evaluator = Evaluator(self.pixel_metrics, resolution=metric_resolution)
         self.register_state_dict_post_hook(_drop_frozen_state)
@@ -186,8 +191,11 @@ class ZSADModule(L.LightningModule):
         return torch.stack(trainable).sum() * 0.0
 
     def on_train_start(self) -> None:
-        """Open the training feature cache, or log why it stays off (test features are never cached)."""
+        """Open the training feature cache (or log why it stays off); note what trains, for the checkpoints."""
         self.training_cache = open_training_cache(self.feature_cache, self.prompt, self.trainer.train_dataloader)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        protocol = datamodule.protocol() if hasattr(datamodule, "protocol") else None
+        self.training_provenance = fit_provenance(protocol, self.component_specs(), run_seed())
 
     def on_train_end(self) -> None:
         """Release the cached training features."""
@@ -230,14 +238,19 @@ class ZSADModule(L.LightningModule):
 
     on_validation_epoch_start = on_test_epoch_start
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Score a batch and add it to the per-category evaluation; unreadable samples are listed, not scored."""
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        """Score a batch and add it to the per-category evaluation; unreadable samples are listed, not scored.
+
+        Returns the scores with the scored (readable) part of the batch and the class names, for callbacks'
+        ``on_test_batch_end`` (the results writer saves raw maps from them); ``None`` when nothing was readable.
+        """
         batch, skipped = split_valid(batch)
         self.evaluator.skip(skipped)
         if batch_size(batch) == 0:
-            return
+            return None
         scores, text = self.score(self.extract_features(batch))
         self.evaluator.update(scores, batch, keep_pictures=self.max_pictures, class_names=text.class_names)
+        return {"scores": scores, "batch": batch, "class_names": text.class_names}
 
     validation_step = test_step
 
@@ -266,8 +279,9 @@ class ZSADModule(L.LightningModule):
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the zsad version and backbone for compatibility checks."""
-        checkpoint["zsad"] = {"version": __version__, "backbone": self.backbone.spec()}
+        """Record the zsad version and backbone (compatibility checks) and the provenance (leakage checks)."""
+        provenance = self.training_provenance or fit_provenance(None, self.component_specs(), run_seed())
+        checkpoint["zsad"] = {"version": __version__, "backbone": self.backbone.spec(), PROVENANCE_KEY: provenance}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint whose trainable parameters do not match this model."""
@@ -291,6 +305,22 @@ def check_terms_consumed(text: TextFeatures, losses: Iterable[Loss]) -> None:
             f"The prompt synthesizer computes the loss terms {unused}, but no configured loss uses them. Add the "
             f"matching losses (see `zsad list`), or disable those terms in the synthesizer's options."
         )
+
+
+def trainable_parameters(module: ZSADModule) -> list[nn.Parameter]:
+    """The parameters a fit would train: those of the prompt synthesizer, the head and the losses."""
+    parts = (module.prompt, module.head, module.losses)
+    return [parameter for part in parts for parameter in part.parameters() if parameter.requires_grad]
+
+
+def has_trainable_parameters(module: ZSADModule) -> bool:
+    """Whether the model has anything to train (``False`` for training-free methods such as WinCLIP)."""
+    return bool(trainable_parameters(module))
+
+
+def count_trainable(module: ZSADModule) -> int:
+    """Number of trainable scalars."""
+    return sum(parameter.numel() for parameter in trainable_parameters(module))
 
 
 def parameter_groups(components: dict[str, nn.Module]) -> list[dict[str, Any]]:

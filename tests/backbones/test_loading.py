@@ -18,17 +18,18 @@ def test_tiny_configs_pick_their_activation():
 
 
 @pytest.mark.parametrize(
-    ("name", "pretrained", "force", "expected"),
+    ("name", "pretrained", "force", "openai_file", "expected"),
     [
-        ("ViT-L-14-336", "openai", False, True),  # OpenAI weights were trained with QuickGELU
-        ("ViT-L-14-336-quickgelu", "openai", False, False),  # the config already says so
-        ("ViT-L-14-336", "/weights/ViT-L-14-336.pt", False, False),  # a file: the user must say
-        ("ViT-L-14-336", "/weights/ViT-L-14-336.pt", True, True),
-        ("ViT-B-16-plus-240", "laion400m_e31", False, False),
+        ("ViT-L-14-336", "openai", False, False, True),  # OpenAI weights were trained with QuickGELU
+        ("ViT-L-14-336-quickgelu", "openai", False, False, False),  # the config already says so
+        ("ViT-L-14-336", "/weights/ViT-L-14-336px.pt", False, True, True),  # an OpenAI-format file says so
+        ("ViT-L-14-336", "/weights/open_clip_model.safetensors", False, False, False),  # others: the user must say
+        ("ViT-L-14-336", "/weights/open_clip_model.safetensors", True, False, True),
+        ("ViT-B-16-plus-240", "laion400m_e31", False, False, False),
     ],
 )
-def test_quick_gelu_decision(name, pretrained, force, expected):
-    assert needs_quick_gelu(name, pretrained, force) is expected
+def test_quick_gelu_decision(name, pretrained, force, openai_file, expected):
+    assert needs_quick_gelu(name, pretrained, force, openai_file=openai_file) is expected
 
 
 def test_real_openai_config_builds_with_quick_gelu():
@@ -67,8 +68,12 @@ def test_missing_checkpoint_file():
 def test_offline_download_names_the_remedy(monkeypatch):
     """With the hub unreachable, the error names the local-path and tiny-random remedies, never random weights."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsUnavailableError, match=r"Could not load weights 'openai'.*local path.*tiny-random"):
+    with pytest.raises(WeightsUnavailableError, match=r"Could not load weights 'openai'.*local path") as caught:
         CLIPBackbone("ViT-B-32", pretrained="openai", image_size=224)
+    # the remedies are ones that `zsad fit` and `zsad test` accept (`--backbone` is a `zsad demo` flag)
+    assert "add `-c configs/backbone/tiny.yaml` after the other configs" in str(caught.value)
+    assert "--model.backbone=tiny-random" not in str(caught.value)  # keeps the real init_args: downloads again
+    assert "--backbone tiny-random" not in str(caught.value)
 
 
 @pytest.mark.slow

@@ -160,6 +160,30 @@ def test_interpolation_to_a_larger_grid(mode):
     torch.testing.assert_close(resized[1:], expected.reshape(8, 36).T)
 
 
+def test_open_clip_interpolation_is_open_clips_own_force_image_size_resize(tmp_path):
+    """``"open_clip"`` gives the table open_clip builds when a model is created with ``force_image_size`` (DAPO)."""
+    import open_clip
+
+    from zsad.backbones.tiny import register_tiny_configs
+
+    register_tiny_configs()
+    native = open_clip.create_model("zsad-tiny", pretrained=None)
+    state = native.state_dict()
+    table = torch.randn(state["visual.positional_embedding"].shape, generator=torch.Generator().manual_seed(1))
+    state["visual.positional_embedding"] = table
+    torch.save(state, tmp_path / "tiny.pt")
+    forced = open_clip.create_model("zsad-tiny", pretrained=str(tmp_path / "tiny.pt"), force_image_size=96)
+    ours = interpolate_pos_embed(table, (8, 8), (12, 12), "open_clip")
+    assert torch.equal(ours, forced.visual.positional_embedding.detach())
+    grid = table[1:].T.reshape(1, -1, 8, 8)
+    bicubic_aa = torch.nn.functional.interpolate(grid, size=(12, 12), mode="bicubic", antialias=True)
+    torch.testing.assert_close(ours[1:], bicubic_aa.reshape(-1, 144).T, atol=1e-6, rtol=1e-6)
+    assert (ours - interpolate_pos_embed(table, (8, 8), (12, 12), "bicubic")).abs().max() > 1e-2
+    assert interpolate_pos_embed(table, (8, 8), (8, 8), "open_clip") is table
+    with pytest.raises(ConfigError, match="square pretrained grid"):
+        interpolate_pos_embed(torch.randn(1 + 4 * 6, 8), (4, 6), (8, 8), "open_clip")
+
+
 def test_resized_backbone_runs_at_a_new_input_size():
     bilinear = TinyRandomBackbone(image_size=96, pos_interpolation="bilinear")
     bicubic = TinyRandomBackbone(image_size=96, pos_interpolation="bicubic")

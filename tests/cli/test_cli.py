@@ -69,7 +69,7 @@ def test_print_config_resolves_aliases_and_interpolation(workdir, run_cli):
 def test_fit_then_test_from_the_checkpoint(workdir, run_cli):
     code, out = run_cli(["fit", *config_args(), "--trainer.max_steps=5", "--trainer.enable_progress_bar=false"])
     assert code == 0, out
-    checkpoint = workdir / "runs" / "smoke" / "checkpoints" / "last.ckpt"
+    checkpoint = workdir / "runs" / "smoke" / "last.ckpt"
     assert checkpoint.is_file()
     # a CLI-built checkpoint holds plain specs and reloads in plain Python without unsafe pickle
     reloaded = ZSADModule.load_from_checkpoint(checkpoint, weights_only=True)
@@ -144,7 +144,7 @@ def test_zsad_test_on_real_mvtec_layout_data(workdir, run_cli):
     root = shared_data("mvtec_ad")
     args = ["test", "-c", CONFIGS[0], "-c", CONFIGS[1], "-c", str(ROOT / "configs" / "data" / "mvtec.yaml"),
             f"--data.init_args.root={root}", "--data.init_args.num_workers=0", "--trainer.accelerator=cpu",
-            "--trainer.enable_progress_bar=false", "--trainer.default_root_dir=run"]  # fmt: skip
+            "--trainer.enable_progress_bar=false", "--trainer.default_root_dir=run", "--untrained=true"]  # fmt: skip
     code, out = run_cli(args)
     assert code == 0, out
     assert "mvtec" in out and "bottle" in out and "pixel_aupro" in out
@@ -168,7 +168,7 @@ def test_protocol_over_every_real_subset(tmp_path, monkeypatch, run_cli):
     monkeypatch.setenv("ZSAD_CACHE_DIR", str(tmp_path / "cache"))
     args = ["test", "-c", CONFIGS[0], "-c", CONFIGS[1], "-c", str(ROOT / "configs/protocol/shared_subsets.yaml"),
             "-c", CONFIGS[3], "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'run'}",
-            "--model.pixel_metrics=[pixel_auroc, pixel_aupro]"]  # fmt: skip
+            "--model.pixel_metrics=[pixel_auroc, pixel_aupro]", "--untrained=true"]  # fmt: skip
     code, out = run_cli(args)
     assert code == 0, out
     document = json.loads(next((tmp_path / "run").rglob("results.json")).read_text())

@@ -19,7 +19,7 @@ def test_fit_then_test_cycle(method, tmp_path, monkeypatch, capsys):
     configs = ["backbone/tiny.yaml", f"method/{method}.yaml", "data/synthetic.yaml", "trainer/smoke.yaml"]
     args = [a for c in configs for a in ("-c", str(ROOT / "configs" / c))] + ["--trainer.enable_progress_bar=false"]
     main(["fit", *args, "--trainer.max_steps=3"])
-    checkpoint = tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt"
+    checkpoint = tmp_path / "runs" / "smoke" / "last.ckpt"
     main(["test", *args, f"--ckpt_path={checkpoint}"])
     output = capsys.readouterr().out
     assert "synthetic" in output and "pixel_aupro" in output

@@ -6,6 +6,7 @@ ITEM_KEYS = frozenset(
     {
         "image",
         "mask",
+        "mask_level",
         "label",
         "category",
         "defect_type",

@@ -25,6 +25,7 @@ from fakes_medical import (
 from PIL import Image
 
 from conftest import shared_data
+from zsad.data.batch import split_valid
 from zsad.data.datamodule import BenchmarkDataModule
 from zsad.data.datasets import medical, polyps
 from zsad.data.datasets.benchmark import Benchmark
@@ -99,6 +100,11 @@ def test_datamodule_test_loader(fake_roots, name):
     root, expected = fake_roots[name]
     module = DATAMODULES.get(name)(str(root), image_size=32, batch_size=4, num_workers=0)
     batches = list(module.test_dataloader())
+    # the stray notes.txt of the no/yes fakes is not read: it comes last, marked invalid, for the skipped list
+    skipped = [(path, problem) for b in batches for path, problem in split_valid(b)[1]]
+    assert [Path(path).name for path, _ in skipped] == (["notes.txt"] if name in ("brainmri", "br35h") else [])
+    assert all("not an image format Pillow reads (suffix '.txt')" in problem for _, problem in skipped)
+    batches = [split_valid(b)[0] for b in batches]
     images = torch.cat([b["image"] for b in batches])
     masks = torch.cat([b["mask"] for b in batches])
     assert images.shape == (expected.normal + expected.anomalous, 3, 32, 32) and images.dtype == torch.float32

@@ -102,6 +102,17 @@ def test_mask_with_another_suffix_is_found(tiny_root: Path) -> None:
     assert record.mask_path == gt / "000_mask.bmp"
 
 
+def test_mask_in_any_pillow_format_is_found_and_png_wins_a_tie(tiny_root: Path) -> None:
+    gt = tiny_root / "widget" / "ground_truth" / "dent"
+    Image.open(gt / "000_mask.png").save(gt / "000_mask.webp")
+    (gt / "000_mask.png").unlink()
+    (record,) = [r for r in mvtec_records(tiny_root, "widget") if r.label == 1]
+    assert record.mask_path == gt / "000_mask.webp"
+    _png(gt / "000_mask.png", 255, "L")  # two masks of one stem: the common suffix wins, as before
+    (record,) = [r for r in mvtec_records(tiny_root, "widget") if r.label == 1]
+    assert record.mask_path == gt / "000_mask.png"
+
+
 # ----------------------------------------------------------------------------------------------- errors
 
 

@@ -17,7 +17,7 @@ from cli_runs import config_args, newest_results, run_zsad, trained_state, zsad_
 
 from zsad.data import SyntheticDataModule
 
-CHECKPOINT = Path("runs/smoke/checkpoints/last.ckpt")
+CHECKPOINT = Path("runs/smoke/last.ckpt")
 DAMAGED = {"stripes": ("000.png", "001.png", "002.png", "003.png"), "ring": ("000.png", "004.png")}
 
 

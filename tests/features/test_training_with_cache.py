@@ -109,5 +109,5 @@ def test_cli_sets_the_cache_options(tmp_path, monkeypatch):
     options = ["--model.feature_cache=disk", f"--model.feature_cache_dir={tmp_path}", "--model.feature_cache_fp16=true"]
     cli = ZSADCLI(args=translate_argv([*args, *options]), run=False)
     assert cli.model.feature_cache == FeatureCacheSettings("disk", str(tmp_path), True)
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match=r"'model\.feature_cache'.*got 'ram'"):
         ZSADCLI(args=translate_argv([*args, "--model.feature_cache=ram"]), run=False)

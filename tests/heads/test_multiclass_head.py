@@ -28,13 +28,13 @@ def make_head(**kwargs):
     return MultiClassHead(**{"layers": (6, 12), "vision_width": WIDTH, "embed_dim": DIM, **kwargs}).eval()
 
 
-def reference_layer_probs(head, features, text):
+def reference_layer_probs(head, features, text, align_corners=True):
     probs = []
     for linear, tokens in zip(head.patch_maps, features.patch_tokens, strict=True):
         projected = F.normalize(tokens @ linear.weight.T + linear.bias, dim=-1)
         sims = projected @ text.embeddings[0].T / 0.07  # [B, N, C]
         grid = sims.softmax(-1).transpose(1, 2).reshape(2, -1, *GRID)
-        probs.append(F.interpolate(grid, size=SIZE, mode="bilinear", align_corners=False))
+        probs.append(F.interpolate(grid, size=SIZE, mode="bilinear", align_corners=align_corners))
     return probs
 
 
@@ -42,16 +42,32 @@ def test_registered():
     assert HEADS.get("multiclass") is MultiClassHead
 
 
-def test_image_score_uses_the_mean_defect_embedding():
+@pytest.mark.parametrize("prototype", ["normalized_mean", "mean"])
+def test_image_score_uses_the_mean_defect_embedding(prototype):
+    """Official: the cosine with the renormalised mean of the unit defect embeddings; "mean": the mean cosine."""
     features, text = make_inputs()
     with torch.no_grad():
-        scores = make_head()(features, text, SIZE)
+        scores = make_head(defect_prototype=prototype)(features, text, SIZE)
     g = F.normalize(features.global_embedding, dim=-1)
     e = text.embeddings[0]
+    defect = e[1:].mean(0)
+    if prototype == "normalized_mean":
+        defect = defect / defect.norm()
     for b in range(2):
-        logits = torch.stack([g[b] @ e[0], g[b] @ e[1:].mean(0)]) / 0.07
+        logits = torch.stack([g[b] @ e[0], g[b] @ defect]) / 0.07
         torch.testing.assert_close(scores.image_logits[b], logits, atol=1e-4, rtol=1e-5)
         assert scores.image_score[b].item() == pytest.approx(logits.softmax(0)[1].item(), abs=1e-6)
+
+
+def test_the_two_defect_prototypes_differ_and_unknown_ones_are_refused():
+    features, text = make_inputs()
+    with torch.no_grad():
+        official = make_head()(features, text, SIZE).image_logits
+        mean = make_head(defect_prototype="mean")(features, text, SIZE).image_logits
+    torch.testing.assert_close(official[:, 0], mean[:, 0])
+    assert (official[:, 1] - mean[:, 1]).abs().min() > 1e-3
+    with pytest.raises(ConfigError, match="defect_prototype='median' is unknown"):
+        make_head(defect_prototype="median")
 
 
 def test_pixel_map_sums_defect_probabilities_over_layers_without_smoothing():
@@ -67,6 +83,23 @@ def test_pixel_map_sums_defect_probabilities_over_layers_without_smoothing():
     torch.testing.assert_close(scores.anomaly_map, summed, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(head.train()(features, text, SIZE).anomaly_map, scores.anomaly_map)
+
+
+def test_upsampling_aligns_corners_as_the_official_code_unless_switched_off():
+    features, text = make_inputs()
+    official, other = make_head(), make_head(align_corners=False)
+    with torch.no_grad():
+        aligned = official(features, text, SIZE).layer_probs[0]
+        unaligned = other(features, text, SIZE).layer_probs[0]
+        expected = reference_layer_probs(other, features, text, align_corners=False)[0]
+    torch.testing.assert_close(unaligned, expected, atol=1e-5, rtol=1e-5)
+    # align_corners=True puts each corner patch's value exactly on the corner pixel
+    corners = (slice(None), slice(None), [0, 0, -1, -1], [0, -1, 0, -1])
+    patch_corners = (slice(None), slice(None), [0, 0, GRID[0] - 1, GRID[0] - 1], [0, GRID[1] - 1, 0, GRID[1] - 1])
+    sims = F.normalize(official.patch_maps[0](features.patch_tokens[0]), dim=-1) @ text.embeddings[0].T / 0.07
+    grid = sims.softmax(-1).transpose(1, 2).reshape(2, -1, *GRID)
+    torch.testing.assert_close(aligned[corners], grid[patch_corners], atol=1e-6, rtol=1e-6)
+    assert (aligned - unaligned).abs().max() > 1e-3
 
 
 def test_class_map_is_the_argmax_defect_where_anomalous():
@@ -101,7 +134,7 @@ def test_without_linear_maps_tokens_are_compared_as_given():
     scores = head(projected, text, SIZE)
     sims = F.normalize(projected.patch_tokens[0], dim=-1) @ text.embeddings[0].T / 0.07
     grid = sims.softmax(-1).transpose(1, 2).reshape(2, -1, *GRID)
-    up = F.interpolate(grid, size=SIZE, mode="bilinear", align_corners=False)
+    up = F.interpolate(grid, size=SIZE, mode="bilinear", align_corners=True)
     torch.testing.assert_close(scores.layer_probs[0], up, atol=1e-5, rtol=1e-5)
 
 

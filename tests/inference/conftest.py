@@ -41,6 +41,6 @@ def trained(tmp_path_factory) -> TrainedRun:
         patch.setenv("ZSAD_CACHE_DIR", str(work / "cache"))
         args = [*config_args(*STATIC_CONFIGS), "--trainer.max_steps=1", "--trainer.enable_progress_bar=false"]
         main(["fit", *args, "--trainer.logger=false", "--trainer.enable_model_summary=false"])
-    checkpoint = work / "runs" / "smoke" / "checkpoints" / "last.ckpt"
+    checkpoint = work / "runs" / "smoke" / "last.ckpt"
     assert checkpoint.is_file()
     return TrainedRun(checkpoint, next((work / "cache").glob("synthetic-*")))

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision import transforms
 
+from zsad.data.transforms import MaskTransform, load_mask
 from zsad.errors import ConfigError
 from zsad.losses import DiceLoss, FocalLoss
 from zsad.losses.multiclass import (
     DEFECT_ALIASES,
+    DEFECT_FOLDER_ALIASES,
     MultiClassFocalLoss,
     match_defect_class,
 )
 from zsad.losses.pixel import focal_loss_on_probs
+from zsad.losses.targets import mask_targets
 from zsad.prompts.dapo import MVTEC_DEFECT_WORDS
 from zsad.registry import LOSSES
 from zsad.structures import Scores, TextFeatures
@@ -66,10 +72,58 @@ def test_registered():
         ("good", None),
     ],
 )
-def test_mvtec_folders_map_to_dapo_words(folder, word):
+def test_mvtec_folders_map_to_dapo_words_by_their_words(folder, word):
     names = ("normal", *MVTEC_DEFECT_WORDS)
     index = match_defect_class(folder, names, DEFECT_ALIASES)
     assert (names[index] if index is not None else None) == word
+
+
+# Every MVTec AD defect folder and the training word DAPO's training code gives it (methods.md §9).
+DAPO_TRAINING_CLASSES = {
+    "bent": ["bent", "bent_lead", "bent_wire", "manipulated_front"],
+    "broken": ["broken", "broken_large", "broken_small", "broken_teeth"],
+    "discoloration": ["color"],
+    "compound": ["combined"],
+    "contamination": ["contamination", "metal_contamination"],
+    "crack": ["crack"],
+    "cut": ["cut", "cut_inner_insulation", "cut_lead", "cut_outer_insulation"],
+    "fabric": ["fabric", "fabric_border", "fabric_interior"],
+    "faulty imprint": ["faulty_imprint", "print"],
+    "gluing": ["glue", "glue_strip"],
+    "hole": ["hole"],
+    "missing": ["missing", "missing_wire", "missing_cable"],
+    "puncture": ["poke", "poke_insulation"],
+    "rough": ["rough"],
+    "scratch": ["scratch", "scratch_head", "scratch_neck"],
+    "compressed": ["squeeze", "squeezed_teeth"],
+    "threading": ["thread", "thread_side", "thread_top"],
+    "liquid": ["liquid", "oil"],
+    "misaligned": ["misplaced", "cable_swap", "flip", "fold", "split_teeth"],
+    "wear": ["damaged_case", "defective", "gray_stroke", "pill_type"],
+}
+
+
+@pytest.mark.parametrize("word", list(DAPO_TRAINING_CLASSES))
+def test_every_mvtec_folder_gets_the_class_of_dapos_training_code(word):
+    names = ("normal", *MVTEC_DEFECT_WORDS)
+    assert sum(map(len, DAPO_TRAINING_CLASSES.values())) == 50  # with "good", DAPO's table has 51 entries
+    for folder in DAPO_TRAINING_CLASSES[word]:
+        index = match_defect_class(folder, names, DEFECT_ALIASES, DEFECT_FOLDER_ALIASES)
+        assert index is not None and names[index] == word, folder
+    assert match_defect_class("good", names, DEFECT_ALIASES, DEFECT_FOLDER_ALIASES) is None
+
+
+def test_the_loss_uses_the_folder_aliases_and_takes_extra_ones():
+    scores, batch = make_scores(), make_batch(["Cable-Swap", "hole"])
+    names = ("normal", "misaligned", "hole")
+    text = text_of(names)
+    loss = MultiClassFocalLoss(unknown_defect="error")(make_scores(classes=3), batch, text)
+    ids = batch["mask"][:, 0] * torch.tensor([1.0, 2.0])[:, None, None]
+    torch.testing.assert_close(
+        loss, sum(focal_loss_on_probs(p, ids.long()) for p in make_scores(classes=3).layer_probs)
+    )
+    extra = MultiClassFocalLoss(unknown_defect="error", folder_aliases={"Dent-Mark": "scratch"})
+    extra(scores, make_batch(["dent_mark", "hole"]), text_of(NAMES))  # matched through the extra folder alias
 
 
 def test_known_defect_types_equal_the_reference_focal_with_class_ids():
@@ -128,3 +182,51 @@ def test_binary_dice_is_dapos_dice_on_normal_and_summed_defect_channels():
 
     expected = sum(dice(p[:, 0], 1 - gt) + dice(p[:, 1] + p[:, 2] + p[:, 3], gt) for p in scores.layer_probs)
     torch.testing.assert_close(DiceLoss(weight=4.0)(scores, batch, text_of(NAMES)), 4.0 * expected)
+
+
+# ---------------------------------------------------------------- DAPO's training target: resized mask exactly 1
+def write_mask(path, size=(30, 22)):
+    """A 0/255 PNG mask with a rectangle whose borders fall between target pixels (so resizing leaves soft ones)."""
+    values = np.zeros(size[::-1], np.uint8)
+    values[5:16, 7:20] = 255
+    Image.fromarray(values).save(path)
+    return path
+
+
+def test_exact_one_targets_equal_the_official_long_cast_of_the_resized_mask(tmp_path):
+    path = write_mask(tmp_path / "mask.png")
+    source = load_mask(path, 0)
+    binary = MaskTransform(8)(source)  # what the batch carries: resized, thresholded at 0.5
+    levels = MaskTransform(8).levels(source)  # and the resized mask before the threshold
+    official = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])(source).long()[0]
+    batch = {
+        "mask": torch.stack([binary, torch.zeros_like(binary)]),
+        "mask_level": torch.stack([levels, torch.zeros_like(levels)]),
+    }
+    exact = mask_targets(batch, "exact_one")
+    assert torch.equal(exact[0], official.float()) and torch.equal(exact[1], torch.zeros(8, 8))
+    assert 0 < exact[0].sum() < binary.sum()  # the soft border pixels count as normal
+    assert torch.equal(mask_targets(batch, "binary"), batch["mask"][:, 0])
+    unresized = {"mask": batch["mask"]}  # a hand-built batch: its 0/1 mask was never resized, so has no soft border
+    assert torch.equal(mask_targets(unresized, "exact_one"), batch["mask"][:, 0])
+
+
+def test_both_dapo_pixel_losses_follow_the_mask_target(tmp_path):
+    path = write_mask(tmp_path / "mask.png")
+    source = load_mask(path, 0)
+    mask = torch.stack([MaskTransform(8)(source)] * 2)
+    batch = {
+        "mask": mask,
+        "mask_level": torch.stack([MaskTransform(8).levels(source)] * 2),
+        "label": torch.tensor([1, 1]),
+        "defect_type": ["hole", "scratch"],
+    }
+    exact_batch = {**batch, "mask": mask_targets(batch, "exact_one")[:, None]}
+    scores, text = make_scores(), text_of(NAMES)
+    for loss_type in (MultiClassFocalLoss, DiceLoss):
+        exact = loss_type(mask_target="exact_one")(scores, batch, text)
+        torch.testing.assert_close(exact, loss_type(mask_target="binary")(scores, exact_batch, text))
+        assert abs(float(exact - loss_type(mask_target="binary")(scores, batch, text))) > 1e-4
+    assert MultiClassFocalLoss().mask_target == "exact_one" and DiceLoss().mask_target == "binary"
+    with pytest.raises(ConfigError, match="mask_target='soft' is unknown"):
+        DiceLoss(mask_target="soft")

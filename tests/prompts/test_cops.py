@@ -10,6 +10,7 @@ import lightning as L  # noqa: N812
 import pytest
 import torch
 import yaml
+from deep_prompts import ReferenceDeepPrompts
 
 import zsad.heads.saga
 from training_steps import train_on_batch
@@ -380,9 +381,38 @@ def test_deep_prompts_are_rounded_to_fp16(backbone):
     prompt = make_prompt(backbone)
     with torch.no_grad():
         prompt.deep.add_(1e-4 / 3)
-    assert torch.equal(prompt.deep_prompt_hook().prompts[0], prompt.deep[0].half().float())
+    tokens = torch.zeros(6, 20, backbone.text.width)
+    spliced = prompt.deep_prompt_hook().before_layer(1, tokens)[:, 1:5]
+    assert torch.equal(spliced, prompt.deep[0].detach().half().float().expand(6, -1, -1))
     prompt.round_deep_to_fp16 = False
-    assert torch.equal(prompt.deep_prompt_hook().prompts[0], prompt.deep[0])
+    assert torch.equal(prompt.deep_prompt_hook().before_layer(1, tokens)[:, 1:5], prompt.deep[0].expand(6, -1, -1))
+
+
+def test_deep_prompt_gradients_round_each_prompt_copy_as_the_official_code(backbone, features):
+    """Training pass of 3 images (6 prompts): the official order rounds each prompt's copy (deep_prompts.py)."""
+    prompt = make_prompt(backbone).train()
+    perturb(prompt, 1e-3)  # deep prompts off fp16-representable values, so that rounding matters
+
+    def embeddings_and_deep_gradient(order=None):
+        if order is not None:
+            prompt.deep_prompt_hook = lambda: ReferenceDeepPrompts(prompt.deep, order)  # this instance only
+        prompt.zero_grad(set_to_none=True)
+        torch.manual_seed(3)  # the VAE's posterior sample
+        embeddings = prompt(features, backbone.text).embeddings
+        weights = torch.randn(embeddings.shape, generator=torch.Generator().manual_seed(2))
+        (1e3 * (embeddings * weights).sum()).backward()
+        prompt.__dict__.pop("deep_prompt_hook", None)
+        return embeddings.detach(), prompt.deep.grad.clone()
+
+    ours, our_gradient = embeddings_and_deep_gradient()
+    official, official_gradient = embeddings_and_deep_gradient("official")
+    assert torch.equal(ours, official) and torch.equal(our_gradient, official_gradient)
+    earlier, earlier_gradient = embeddings_and_deep_gradient("round_first")
+    assert torch.equal(earlier, official) and not torch.equal(earlier_gradient, official_gradient)
+    prompt.round_deep_to_fp16 = False
+    unrounded, unrounded_gradient = embeddings_and_deep_gradient()
+    exact, exact_gradient = embeddings_and_deep_gradient("none")
+    assert torch.equal(unrounded, exact) and torch.equal(unrounded_gradient, exact_gradient)
 
 
 def test_bad_options_and_missing_terms(backbone):
@@ -455,6 +485,6 @@ def test_cli_fit(tmp_path, monkeypatch):
     configs = ["backbone/tiny.yaml", "method/cops.yaml", "data/synthetic.yaml", "trainer/smoke.yaml"]
     args = [a for c in configs for a in ("-c", str(CONFIGS / c))] + ["--trainer.enable_progress_bar=false"]
     main(["fit", *args, "--trainer.max_steps=2"])
-    checkpoint = torch.load(tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint = torch.load(tmp_path / "runs" / "smoke" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["head"]["init_args"]["preset"] == "visa"
     assert any(key.startswith("prompt.vae.encoder") for key in checkpoint["state_dict"])

@@ -34,14 +34,17 @@ def backbone():
 
 def make_prompt(backbone, **kwargs):
     torch.manual_seed(0)
-    options = {"vocabulary": WORDS, "prompt_count": 2, "vision_width": 64, **kwargs}
+    options = {"vocabulary": WORDS, "prompt_count": 2, "vision_width": 64, "vision_patch_size": 8, **kwargs}
     prompt = DAPOPrompt(**options)
     prompt.setup(backbone.text)
     return prompt
 
 
-def reference_text(prompt, text, causal, pool_original):
-    """One prompt at a time, 77 tokens, deep tokens inserted and blended by hand: ``[C, D]``."""
+def reference_text(prompt, text, causal, pool_original, average="projected"):
+    """One prompt at a time, 77 tokens, deep tokens inserted and blended by hand: ``[C, D]``.
+
+    ``average="projected"`` averages the projected embeddings of the sets, ``"normalized"`` the unit ones.
+    """
     ids = text.tokenize([f"X X X X X {t}" for t in ["flawless object", *(f"{w} anomaly object" for w in WORDS)]])
     per_set = []
     for s in range(prompt.prompt_count):
@@ -61,7 +64,7 @@ def reference_text(prompt, text, causal, pool_original):
             x = text.ln_final(x)
             eot = int(ids[c].argmax())
             pooled = x[eot if pool_original else eot + 4] @ text.text_projection
-            rows.append(F.normalize(pooled, dim=-1))
+            rows.append(F.normalize(pooled, dim=-1) if average == "normalized" else pooled)
         per_set.append(torch.stack(rows))
     return F.normalize(torch.stack(per_set).mean(0), dim=-1)
 
@@ -83,6 +86,21 @@ def test_text_matches_slow_reference_for_both_quirks(backbone, causal, pool_orig
         ours = prompt(None, backbone.text).embeddings[0]
         reference = reference_text(prompt, backbone.text, causal, pool_original)
     torch.testing.assert_close(ours, reference, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("average", ["projected", "normalized"])
+def test_both_context_averages_match_the_slow_reference_and_differ(backbone, average):
+    prompt = make_prompt(backbone, prompt_count=3, context_average=average)
+    other = make_prompt(
+        backbone, prompt_count=3, context_average="normalized" if average == "projected" else "projected"
+    )
+    with torch.no_grad():
+        ours = prompt(None, backbone.text).embeddings[0]
+        reference = reference_text(prompt, backbone.text, False, True, average)
+        assert (ours - other(None, backbone.text).embeddings[0]).abs().max() > 1e-5
+    torch.testing.assert_close(ours, reference, atol=2e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="context_average='median' is unknown"):
+        DAPOPrompt(context_average="median")
 
 
 def test_each_quirk_changes_the_embeddings(backbone):
@@ -109,8 +127,8 @@ def test_text_checkpointing_gives_the_same_values_and_gradients(backbone):
         torch.testing.assert_close(recomputed, plain, atol=0, rtol=0)
 
 
-def test_embeddings_are_the_normalised_mean_over_prompt_sets(backbone):
-    prompt = make_prompt(backbone, prompt_count=3)
+def test_normalized_average_is_the_normalised_mean_of_single_set_embeddings(backbone):
+    prompt = make_prompt(backbone, prompt_count=3, context_average="normalized")
     singles = []
     for s in range(3):
         single = make_prompt(backbone, prompt_count=1)
@@ -124,12 +142,19 @@ def test_embeddings_are_the_normalised_mean_over_prompt_sets(backbone):
     torch.testing.assert_close(ours, F.normalize(torch.stack(singles).mean(0), dim=-1), atol=1e-6, rtol=1e-5)
 
 
-def test_initialisation_follows_the_token_table_statistics(backbone):
-    prompt = make_prompt(backbone, prompt_count=10)
+def test_initialisation_follows_the_official_distributions(backbone):
+    """Text tokens: N(mean, std²) per dimension of the token table; visual tokens: uniform ±sqrt(6/(3·p²+width))."""
+    prompt = make_prompt(backbone, prompt_count=200)  # 2 x 1000 samples per dimension for the statistics
     table = backbone.text.token_embedding.weight
-    values = torch.cat([p.detach().flatten() for p in prompt.parameters()])
-    assert abs(float(values.mean() - table.mean())) < 0.1 * float(table.std())
-    assert float(values.std()) == pytest.approx(float(table.std()), rel=0.05)
+    context = torch.cat([prompt.normal_context, prompt.anomaly_context]).detach().reshape(-1, table.shape[1])
+    std = table.std(dim=0)
+    assert ((context.mean(dim=0) - table.mean(dim=0)).abs() < 0.15 * std).all()
+    torch.testing.assert_close(context.std(dim=0), std, rtol=0.1, atol=0)
+    bound = (6.0 / (3 * 8 * 8 + 64)) ** 0.5
+    visual = prompt.vision_deep.detach()
+    assert float(visual.abs().max()) <= bound and float(visual.abs().max()) > 0.95 * bound
+    assert float(visual.std()) == pytest.approx(bound / 3**0.5, rel=0.05)
+    prompt = make_prompt(backbone, prompt_count=10)
     shapes = {n: tuple(p.shape) for n, p in prompt.named_parameters()}
     assert shapes == {
         "normal_context": (10, 5, 64),
@@ -171,6 +196,10 @@ def test_visual_tokens_of_the_wrong_width_are_refused(backbone, images):
 def test_vocabularies_and_bad_options(backbone):
     assert DAPOPrompt().words == MVTEC_DEFECT_WORDS and len(MVTEC_DEFECT_WORDS) == 20
     assert DAPOPrompt(vocabulary="mpdd").words == DEFECT_VOCABULARIES["mpdd"]
+    official_sizes = {"mvtec_test": 20, "visa": 18, "mpdd": 7, "mvtec_loco": 2, "mad_real": 2, "mad_sim": 3}
+    assert {name: len(DEFECT_VOCABULARIES[name]) for name in official_sizes} == official_sizes
+    assert DEFECT_VOCABULARIES["mpdd"][:3] == ("hole", "scratch", "bent")
+    assert DEFECT_VOCABULARIES["mvtec_test"][2:4] == ("color", "combined")  # folder words, not the training ones
     assert DAPOPrompt(vocabulary=["hole"]).class_names == ("normal", "hole")
     with pytest.raises(ConfigError, match="Unknown defect vocabulary 'visaa'"):
         DAPOPrompt(vocabulary="visaa")
@@ -182,6 +211,19 @@ def test_vocabularies_and_bad_options(backbone):
         DAPOPrompt(anomaly_template="anomaly object")
     with pytest.raises(ConfigError, match="exceeds the 12 blocks"):
         make_prompt(backbone, text_deep_layers=13)
+
+
+def test_test_vocabulary_applies_in_eval_mode_only(backbone):
+    prompt = make_prompt(backbone, test_vocabulary=["hole", "crack", "scratch"])
+    with torch.no_grad():
+        training = prompt.train()(None, backbone.text)
+        testing = prompt.eval()(None, backbone.text)
+        same_words = make_prompt(backbone, vocabulary=["hole", "crack", "scratch"]).eval()(None, backbone.text)
+    assert training.class_names == ("normal", *WORDS) and prompt.train().class_names == ("normal", *WORDS)
+    assert testing.class_names == ("normal", "hole", "crack", "scratch")
+    torch.testing.assert_close(testing.embeddings, same_words.embeddings)  # the learned tokens are shared
+    torch.testing.assert_close(testing.embeddings[:, 0], training.embeddings[:, 0])  # the normal prompt too
+    assert make_prompt(backbone).eval().class_names == ("normal", *WORDS)  # None keeps the training words
 
 
 def test_deep_tokens_can_be_disabled(backbone):
@@ -254,7 +296,7 @@ def test_reproduction_config_fits_and_prints_through_the_cli(tmp_path, monkeypat
         "--trainer.enable_progress_bar=false",
     ]
     main(["fit", *args, *small, "--trainer.max_steps=2"])  # visual tokens and maps sized from the tiny backbone
-    assert (tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "runs" / "smoke" / "last.ckpt").is_file()
     with pytest.raises(SystemExit):
         main(["fit", *args, *small, "--print_config"])
     printed = capsys.readouterr().out

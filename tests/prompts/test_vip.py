@@ -270,4 +270,4 @@ def test_reproduction_config_fits_through_the_cli(tmp_path, monkeypatch, capsys)
         assert run_cli(["fit", *args, *small, *extra]) == 0, capsys.readouterr()
     captured = capsys.readouterr()
     assert "class_path: zsad.prompts.vip.ViPPrompt" in captured.out and "n_ctx: 7" in captured.out
-    assert (tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt").is_file(), captured.err
+    assert (tmp_path / "runs" / "smoke" / "last.ckpt").is_file(), captured.err

@@ -15,6 +15,8 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from zsad.workflow.atomic import temporary_path
 from zsad.workflow.checkpointing import (
     AtomicCheckpointIO,
+    FreshCheckpointFolder,
+    LatestCheckpointLink,
     RNGStateCheckpoint,
     collect_rng_states,
     restore_rng_states,
@@ -79,11 +81,15 @@ def test_random_states_round_trip_and_load_without_pickle(tmp_path):
 def test_defaults_are_added_once():
     options = resumable_trainer_options({})
     assert [type(p) for p in options["plugins"]] == [AtomicCheckpointIO]
-    assert [type(c) for c in options["callbacks"]] == [RNGStateCheckpoint]
+    added = [ModelCheckpoint, FreshCheckpointFolder, LatestCheckpointLink, RNGStateCheckpoint]
+    assert [type(c) for c in options["callbacks"]] == added
+    assert options["callbacks"][0].save_last  # a default ModelCheckpoint keeps last.ckpt, which the link points at
     mine, checkpoint = TorchCheckpointIO(), ModelCheckpoint()
     options = resumable_trainer_options({"plugins": mine, "callbacks": [checkpoint, RNGStateCheckpoint()]})
     assert options["plugins"] == [mine]  # a configured checkpoint I/O wins
-    assert [type(c) for c in options["callbacks"]] == [ModelCheckpoint, RNGStateCheckpoint]
+    assert options["callbacks"][0] is checkpoint  # and a configured ModelCheckpoint
+    assert [type(c) for c in options["callbacks"]] == [ModelCheckpoint, RNGStateCheckpoint, *added[1:3]]
+    assert ModelCheckpoint not in map(type, resumable_trainer_options({"enable_checkpointing": False})["callbacks"])
     assert resumable_trainer_options({"strategy": "fsdp"})["plugins"] is None  # sharded checkpoints: left alone
 
 

@@ -39,7 +39,7 @@ from zsad.workflow.atomic import temporary_path
 
 STEPS_PER_EPOCH = 4
 PAUSE_STEP = 2
-CHECKPOINT = Path("runs/resumable/checkpoints/last.ckpt")
+CHECKPOINT = Path("runs/resumable/last.ckpt")
 
 
 def fit_args(data_root: Path) -> list[str]:

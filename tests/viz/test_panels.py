@@ -15,6 +15,7 @@ from zsad.viz.panels import (
     DEFECT_CAPTION,
     PREDICTION_CAPTION,
     UNTYPED,
+    Binarisation,
     class_colour,
     defect_type_panel,
     f1_optimal_threshold,
@@ -22,6 +23,7 @@ from zsad.viz.panels import (
     render_picture,
 )
 from zsad.viz.pictures import save_pictures
+from zsad.viz.scales import MapScale
 
 SIZE = 32
 
@@ -80,7 +82,7 @@ def make_picture(class_map=None, label=1, defect="crack", name="000.png", catego
 
 def test_four_panels_without_and_five_with_a_class_map():
     transform = ImageTransform(size=SIZE)
-    panels, legend = picture_panels(make_picture(), 0.5, 1.0, transform)
+    panels, legend = picture_panels(make_picture(), 0.5, MapScale(0.0, 1.0), transform)
     assert [caption for caption, _ in panels][-1] == PREDICTION_CAPTION and len(panels) == 4 and legend == []
     assert all(array.shape == (SIZE, SIZE, 3) and array.dtype == np.uint8 for _, array in panels)
     predicted = panels[3][1][..., 0] > 0
@@ -88,7 +90,7 @@ def test_four_panels_without_and_five_with_a_class_map():
 
     class_map = torch.zeros(SIZE, SIZE, dtype=torch.int16)
     class_map[8:14, 8:20] = 2  # "hole" on the top half of the defect, the bottom half untyped
-    panels, legend = picture_panels(make_picture(class_map), 0.5, 1.0, transform)
+    panels, legend = picture_panels(make_picture(class_map), 0.5, MapScale(0.0, 1.0), transform)
     assert len(panels) == 5 and panels[4][0] == DEFECT_CAPTION
     assert legend == [(class_colour(2), "hole"), ((128, 128, 128), UNTYPED)]
     assert tuple(panels[4][1][10, 10]) == class_colour(2) and tuple(panels[4][1][17, 17]) == (128, 128, 128)
@@ -104,10 +106,14 @@ def test_defect_panel_names_unknown_classes_and_ignores_unpredicted_pixels():
     assert (panel[:, 1:] == 80).all()  # dimmed grey where nothing is predicted
 
 
-def test_rendered_figure_names_the_threshold_rule():
-    figure = render_picture(make_picture(), 0.42, 1.0, ImageTransform(size=SIZE), pictured=3)
+def test_rendered_figure_has_a_colour_bar_and_says_what_it_shows():
+    binarisation = Binarisation(0.42, "F1-optimal (tuned on the target set)", image_threshold=0.5)
+    figure = render_picture(make_picture(), binarisation, MapScale(0.0, 1.0, "run"), ImageTransform(size=SIZE))
     scale = MIN_PANEL_HEIGHT // SIZE
-    assert figure.width == 4 * SIZE * scale and figure.height > SIZE * scale
+    assert 4 * SIZE * scale < figure.width < 5 * SIZE * scale and figure.height > SIZE * scale  # panels + colour bar
+    assert figure.info["zsad:scale_low"] == "0.0" and figure.info["zsad:scale_high"] == "1.0"
+    assert figure.info["zsad:pixel_threshold"] == "0.42" and figure.info["zsad:image_threshold"] == "0.5"
+    assert figure.info["zsad:path"] == "/data/capsule/test/crack/000.png" and figure.info["zsad:label"] == "1"
 
 
 def test_save_pictures_uses_one_threshold_per_category(tmp_path):
@@ -120,5 +126,9 @@ def test_save_pictures_uses_one_threshold_per_category(tmp_path):
         "synthetic/ring/crack_001.png",
     ]
     assert Image.open(written[0]).size == Image.open(written[2]).size
+    scales = {
+        (float(Image.open(p).info["zsad:scale_low"]), float(Image.open(p).info["zsad:scale_high"])) for p in written
+    }
+    assert len(scales) == 1 and scales.pop() == pytest.approx((0.1, 0.9))  # the lowest, highest pictured value
     flat = save_pictures(pictures[:1], tmp_path / "flat")  # the demo's layout: <folder>/<category>/
     assert flat[0].relative_to(tmp_path / "flat").as_posix() == "capsule/crack_000.png"

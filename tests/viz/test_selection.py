@@ -59,3 +59,15 @@ def test_select_pictures_limits_each_category():
         ("b", "good"),
         ("b", "crack"),
     ]
+
+
+def test_worst_selection_keeps_the_highest_normal_and_lowest_anomalous_scores_while_streaming():
+    keeper = PictureKeeper(4, selection="worst")
+    offers = [("good", 0.1), ("crack", 0.9), ("good", 0.8), ("crack", 0.2), ("good", 0.5), ("crack", 0.4)]
+    offers += [("good", 0.95), ("crack", 0.05), ("good", 0.3)]
+    for index, (defect, score) in enumerate(offers):
+        made = picture(defect, index)
+        made.score = score
+        keeper.offer(defect != "good", defect, lambda made=made: made, score)
+    kept = sorted((p.defect_type, p.score) for p in keeper.kept)
+    assert kept == [("crack", 0.05), ("crack", 0.2), ("good", 0.8), ("good", 0.95)]

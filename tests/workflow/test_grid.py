@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from zsad.workflow.grid.records import RUNS_FILE, RunRecord, append_record, read
 from zsad.workflow.grid.run_config import config_hash, strip_output_paths
 from zsad.workflow.grid.runner import prepare_runs, run_grid
 from zsad.workflow.grid.spec import ChoiceAxis, ValueAxis, load_grid
+from zsad.workflow.lock import FolderLock
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -282,7 +287,7 @@ def test_failed_runs_are_retried_and_done_runs_skipped(tmp_path, monkeypatch):
 
     failing = {"winclip-seed0"}  # fails on the first attempt only
 
-    def fake_execute(run, out, resume_from=None):
+    def fake_execute(run, out, resume_from=None, keep_fds=()):
         executed.append(run.plan.label)
         status = "failed" if run.plan.label in failing else "done"
         failing.discard(run.plan.label)
@@ -333,7 +338,7 @@ def resume_points(monkeypatch) -> list:
     """Replace the run executor with one that records its ``resume_from`` argument and reports the run done."""
     given: list = []
 
-    def fake_execute(run, out, resume_from):
+    def fake_execute(run, out, resume_from, keep_fds=()):
         given.append(resume_from)
         return fake_record(run, "done")
 
@@ -401,3 +406,21 @@ def test_smoke_grid_runs_end_to_end_and_redoes_only_an_unfinished_run(tmp_path, 
     records = read_records(out / RUNS_FILE)
     assert len(records) == 4 and records[-1]["run_id"] == lost["run_id"]
     assert records[-1]["config_hash"] == lost["config_hash"] and records[-1]["started"] > lost["started"]
+
+
+def test_the_output_folder_lock_names_the_holder_and_dies_with_it(tmp_path):
+    holder = (
+        "from zsad.workflow.lock import FolderLock; import sys, time; FolderLock(sys.argv[1], 'zsad grid').acquire()"
+    )
+    holder += "; print('locked', flush=True); time.sleep(600)"
+    process = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=rf"'{re.escape(str(tmp_path / 'out'))}' is in use by another zsad grid "
+                           rf"\(pid {process.pid}"):  # fmt: skip
+            FolderLock(tmp_path / "out", "zsad grid").acquire()
+    finally:
+        process.kill()
+        process.wait()
+    with FolderLock(tmp_path / "out", "zsad grid"):  # the kernel released the dead holder's lock
+        assert (tmp_path / "out" / ".zsad.lock").read_text().strip() == str(os.getpid())

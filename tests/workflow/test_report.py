@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -22,6 +23,7 @@ from zsad.workflow.report.grouping import group_runs
 from zsad.workflow.report.render import LATEX_PACKAGES
 from zsad.workflow.report.runs import load_runs
 from zsad.workflow.report.significance import bootstrap_interval, compare, holm_adjust
+from zsad.workflow.report.tables import protocol_description
 from zsad.workflow.results import SCORE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -397,6 +399,57 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
         summary_of(tmp_path / "r", by=("model.nope",))
 
 
+def with_entries(results_path, **entries):
+    """Add top-level entries (``checkpoint``, ``trainable_parameters``) to a written results.json."""
+    document = json.loads(results_path.read_text())
+    results_path.write_text(json.dumps({**document, **entries}))
+
+
+def test_each_entry_is_labelled_by_what_its_checkpoint_was_trained_on(tmp_path):
+    values = {"a": {"image_auroc": 0.5}}
+    aux = [{"dataset": "synthetic", "root": "/s", "categories": ["stripes", "weave", "disc", "tile"], "split": "test"}]
+    trained = {"path": "/c/last.ckpt", "sha256": "0" * 64, "provenance": {"kind": "fit", "aux": aux, "seed": 0}}
+    with_entries(write_run(tmp_path / "static", values), checkpoint=trained, trainable_parameters=30)
+    with_entries(write_run(tmp_path / "vip", values, prompt="vip"), checkpoint="untrained", trainable_parameters=9)
+    free = write_run(tmp_path / "winclip", values, prompt="zsad.prompts.winclip.WinCLIPPrompt")
+    with_entries(free, checkpoint=None, trainable_parameters=0)
+    sentence = protocol_description(summary_of(tmp_path))
+    assert "static trained on synthetic (4 categories)" in sentence  # the checkpoint's data, not the test's (none)
+    assert "vip untrained (initial prompts, no checkpoint)" in sentence and "winclip training-free" in sentence
+    assert "tested on toy (1 category)" in sentence
+    # one trained entry alone: a trained checkpoint tested on one category is never "training-free (0 categories)"
+    sentence = protocol_description(summary_of(tmp_path / "static"))
+    assert sentence.startswith("Protocol toy-within: trained on synthetic (4 categories); tested on toy")
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"seed": [1]}, r"'seed' is \[1\] \(list\), expected null or an integer"),
+        ({"mean": {"image_auroc": True}}, r"'mean.image_auroc' is True \(bool\), expected a number"),
+        ({"protocol": {"name": 3}}, r"'protocol.name' is 3 \(int\), expected a protocol name"),
+        ({"checkpoint": "trained"}, r"'checkpoint' is 'trained' \(str\), expected null, 'untrained' or a checkpoint"),
+        ({"per_dataset": []}, r"'per_dataset' is \[\] \(list\), expected a mapping"),
+    ],
+)
+def test_results_values_of_the_wrong_type_name_the_file_and_key(tmp_path, entries, message):
+    path = write_run(tmp_path / "run", {"a": {"image_auroc": 0.5}})
+    with_entries(path, **entries)
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: {message}"):
+        load_runs([tmp_path])
+
+
+def test_scores_of_another_run_are_refused(tmp_path):
+    path = write_run(tmp_path / "run", {"a": {"image_auroc": 0.5}})
+    write_scores(tmp_path / "run", [("toy", "a", "x.png", 1, 0.9)])
+    digest = hashlib.sha256((tmp_path / "run" / "scores.csv").read_bytes()).hexdigest()
+    with_entries(path, scores={"file": "scores.csv", "sha256": digest, "images": 1})
+    assert load_runs([tmp_path]).runs[0].scores_path == tmp_path / "run" / "scores.csv"  # its own: accepted
+    write_scores(tmp_path / "run", [("toy", "a", "y.png", 0, 0.1)])  # another run's scores land beside it
+    with pytest.raises(DataError, match=r"scores\.csv does not belong to .*results\.json"):
+        load_runs([tmp_path])
+
+
 # ---------------------------------------------------------------- plots
 
 
@@ -438,7 +491,7 @@ def test_zsad_test_writes_scores_that_report_reads(tmp_path, monkeypatch, capsys
     configs = ["backbone/tiny.yaml", "method/static.yaml", "data/synthetic.yaml", "trainer/smoke.yaml"]
     args = [a for c in configs for a in ("-c", str(ROOT / "configs" / c))]
     results = tmp_path / "runs" / "static-seed0" / "results.json"  # an absolute name, as `zsad grid` gives it
-    main(["test", *args, "--trainer.enable_progress_bar=false", f"--results.filename={results}",
+    main(["test", *args, "--untrained=true", "--trainer.enable_progress_bar=false", f"--results.filename={results}",
           "--data.init_args.target_categories=[checker, ring]", "--data.init_args.n_test_good=3"])  # fmt: skip
     document = json.loads(results.read_text())
     rows = list(csv.DictReader((results.parent / "scores.csv").open()))

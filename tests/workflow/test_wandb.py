@@ -67,7 +67,7 @@ def test_fit_and_test_log_config_summary_and_pictures_offline(wandb_run_dir, cap
     tmp_path = wandb_run_dir
     main(["fit", *cli_args(), "--trainer.max_steps=2", "--trainer.logger.init_args.tags=[smoke]"])
     wandb.finish()  # the CLI is one process per command; in-process, a second logger would reuse this run
-    checkpoint = tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt"  # kept: pictures.yaml appends callbacks
+    checkpoint = tmp_path / "runs" / "smoke" / "last.ckpt"  # kept: pictures.yaml appends callbacks
     pictures = [ROOT / "configs" / "logger" / "pictures.yaml"]
     limit = "--trainer.callbacks.init_args.max_per_category=2"
     main(["test", *cli_args(*pictures), limit, f"--ckpt_path={checkpoint}", "--trainer.logger.init_args.tags=[smoke]"])
@@ -115,7 +115,7 @@ def test_fit_and_test_log_config_summary_and_pictures_offline(wandb_run_dir, cap
 @pytest.mark.slow
 def test_disabled_wandb_runs_without_files(wandb_run_dir, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    main(["test", *cli_args()])  # an untrained model: enough to go through set-up and test end
+    main(["test", *cli_args(), "--untrained=true"])  # an untrained model: enough to go through set-up and test end
     assert "results written to" in capsys.readouterr().out
     assert not list(wandb_run_dir.rglob("*.wandb"))
     assert (wandb_run_dir / "runs" / "smoke" / "results.json").is_file()

@@ -10,14 +10,17 @@ import torch
 from torch import Tensor, nn
 
 from zsad.backbones.base import Backbone
-from zsad.backbones.loading import create_clip
+from zsad.backbones.loading import create_clip, create_tokenizer
 from zsad.backbones.text import DeepPromptHook, TextEncoder
 from zsad.backbones.vision import embed_patches, interpolate_pos_embed, run_blocks
 from zsad.errors import ConfigError
 from zsad.registry import BACKBONES
 from zsad.structures import Features
 
-PosInterpolation = Literal["bilinear", "bicubic"]
+PosInterpolation = Literal["bilinear", "bicubic", "open_clip"]
+"""Position-table resize: ``F.interpolate`` bilinear or bicubic (``align_corners=False``, no antialias), or
+``"open_clip"``, open_clip's own ``resize_pos_embed`` (bicubic with antialias), see
+:func:`~zsad.backbones.vision.interpolate_pos_embed`."""
 
 
 @BACKBONES.register("clip")
@@ -25,8 +28,11 @@ class CLIPBackbone(Backbone):
     """Any open_clip ViT, frozen, giving patch tokens per layer, V-V tokens and the global feature in one pass.
 
     Args:
-        model_name: open_clip architecture, e.g. ``"ViT-L-14-336-quickgelu"``.
-        pretrained: Pretrained tag (``"openai"``), local checkpoint path, or ``None`` for explicit random weights.
+        model_name: open_clip architecture, e.g. ``"ViT-L-14-336-quickgelu"``, or ``"from-weights"`` to build the
+            architecture that the ``pretrained`` file describes (any CLIP size, no registered config).
+        pretrained: Pretrained tag (``"openai"``), local weight file (OpenAI TorchScript archive such as
+            ``ViT-L-14-336px.pt``, OpenAI or open_clip state dict, ``.safetensors``), or ``None`` for explicit
+            random weights.
         image_size: Input side in pixels; ``None`` keeps the pretraining size. 518 is the ZSAD standard for
             ViT-L/14@336 (a 37 x 37 grid). Must be divisible by the patch size.
         layers: 1-based transformer layers whose patch tokens to return; ``None`` means the last layer.
@@ -37,8 +43,10 @@ class CLIPBackbone(Backbone):
         project_patches: Apply ``ln_post`` and ``proj`` to patch tokens (``False`` returns raw width-W tokens,
             as DAPO's per-layer linear maps expect).
         pos_interpolation: How position embeddings are resized for a new grid. The AnomalyCLIP family uses
-            bilinear (``align_corners=False``).
-        force_quick_gelu: Use QuickGELU (needed for OpenAI weights loaded from a file).
+            bilinear (``align_corners=False``); DAPO, through open_clip's ``force_image_size``, ``"open_clip"``
+            (open_clip's own bicubic resize with antialias).
+        force_quick_gelu: Use QuickGELU. OpenAI-format files and the ``openai`` tag get it anyway; set it for
+            OpenAI weights converted to open_clip's layout.
         cache_dir: open_clip download cache.
     """
 
@@ -59,7 +67,7 @@ class CLIPBackbone(Backbone):
         model = create_clip(model_name, pretrained, force_quick_gelu=force_quick_gelu, cache_dir=cache_dir)
         self.model_name = model_name
         self.visual = model.visual
-        self.text = TextEncoder(model, open_clip.get_tokenizer(model_name))
+        self.text = TextEncoder(model, create_tokenizer(model_name, model))
         self._check_supported()
         depth = len(self.visual.transformer.resblocks)
         self.layers = tuple(layers) if layers else (depth,)
@@ -107,7 +115,15 @@ class CLIPBackbone(Backbone):
                 )
 
     def _validate_image_size(self, image_size: int | None) -> tuple[int, int]:
-        size = tuple(self.visual.image_size) if image_size is None else (image_size, image_size)
+        pretraining = tuple(self.visual.image_size)
+        if image_size is not None and (
+            not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < self.patch_size[0]
+        ):
+            raise ConfigError(
+                f"image_size={image_size!r} must be a positive multiple of the patch size {self.patch_size[0]} of "
+                f"'{self.model_name}', or null for its pretraining size {pretraining[0]}."
+            )
+        size = pretraining if image_size is None else (image_size, image_size)
         if size[0] % self.patch_size[0] or size[1] % self.patch_size[1]:
             valid = [
                 n * self.patch_size[0]

@@ -47,21 +47,30 @@ class OverwriteDeepPrompts:
         prompts: One ``[n, W]`` (shared) or ``[P, n, W]`` tensor per layer.
         first_layer: 0-based index of the first block that gets overwritten.
         position: First overwritten token position (1 = right after SOS).
+        round_copies_to_fp16: Round each prompt's copy to fp16 after a shared tensor is expanded to the P prompts,
+            as AnomalyCLIP and CoPS do. Rounding before the expansion gives the same values, but the gradient
+            would then be rounded once after the sum over prompts instead of once per prompt before it.
     """
 
     inserted_tokens = 0
 
-    def __init__(self, prompts: Sequence[Tensor], first_layer: int = 1, position: int = 1) -> None:
+    def __init__(
+        self, prompts: Sequence[Tensor], first_layer: int = 1, position: int = 1, round_copies_to_fp16: bool = False
+    ) -> None:
         self.prompts = list(prompts)
         self.first_layer = first_layer
         self.position = position
+        self.round_copies_to_fp16 = round_copies_to_fp16
 
     def before_layer(self, layer: int, tokens: Tensor) -> Tensor:
         """Splice this layer's learned tokens in, if the layer is in range."""
         offset = layer - self.first_layer
         if not 0 <= offset < len(self.prompts):
             return tokens
-        learned = _expand(self.prompts[offset], tokens.shape[0]).to(tokens.dtype)
+        learned = _expand(self.prompts[offset], tokens.shape[0])
+        if self.round_copies_to_fp16:
+            learned = learned.half().to(self.prompts[offset].dtype)
+        learned = learned.to(tokens.dtype)
         end = self.position + learned.shape[1]
         return torch.cat([tokens[:, : self.position], learned, tokens[:, end:]], dim=1)
 

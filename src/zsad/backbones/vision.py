@@ -18,13 +18,16 @@ outputs were silently the last layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from einops import rearrange
+from open_clip import model as open_clip_model
 from torch import Tensor, nn
 
 from zsad.backbones.text import DeepPromptHook
+from zsad.errors import ConfigError
 
 
 @dataclass
@@ -36,17 +39,52 @@ class BlockOutputs:
     vv: dict[int, Tensor]
 
 
+OPEN_CLIP_RESIZE = "open_clip"
+"""The ``mode`` of :func:`interpolate_pos_embed` that defers to open_clip's own ``resize_pos_embed``."""
+
+
 def interpolate_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], mode: str) -> Tensor:
     """Resize a ``[1 + rows*cols, W]`` position table to a new patch grid; the CLS row is kept as is.
 
-    Same grid returns the input unchanged. ``align_corners=False`` as in the AnomalyCLIP-family code.
+    Same grid returns the input unchanged.
+
+    Args:
+        pos_embed: The pretrained table, CLS row first.
+        old_grid: ``(rows, cols)`` the table was trained for.
+        new_grid: ``(rows, cols)`` of the new input size.
+        mode: ``"bilinear"`` or ``"bicubic"``: ``F.interpolate`` with ``align_corners=False`` and no antialias, as
+            the AnomalyCLIP-family code resizes. ``"open_clip"``: open_clip's own ``resize_pos_embed`` (bicubic
+            with antialias), what open_clip applies when a model is created with ``force_image_size``, as DAPO's
+            code does.
     """
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed
+    if mode == OPEN_CLIP_RESIZE:
+        return open_clip_resize_pos_embed(pos_embed, old_grid, new_grid)
     cls_row, grid_rows = pos_embed[:1], pos_embed[1:]
     table = rearrange(grid_rows, "(h w) c -> 1 c h w", h=old_grid[0], w=old_grid[1])
     table = F.interpolate(table.float(), size=new_grid, mode=mode, align_corners=False).to(pos_embed.dtype)
     return torch.cat([cls_row, rearrange(table, "1 c h w -> (h w) c")], dim=0)
+
+
+def open_clip_resize_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
+    """The table resized by open_clip's ``resize_pos_embed`` itself, in fp32, returned in the input's dtype.
+
+    That function edits a state dict for a model; it reads nothing from the model but ``visual.grid_size``, so a
+    one-entry state dict and a stand-in carrying the new grid are enough. It infers the old grid as a square from
+    the table's length, hence the check.
+
+    Raises:
+        ConfigError: A non-square pretrained grid, which open_clip's resize cannot handle.
+    """
+    if old_grid[0] != old_grid[1] or pos_embed.shape[0] != 1 + old_grid[0] * old_grid[1]:
+        raise ConfigError(
+            f"pos_interpolation='open_clip' needs a square pretrained grid with a CLS row; this table has "
+            f"{pos_embed.shape[0]} rows for grid {tuple(old_grid)}. Use 'bicubic' or 'bilinear'."
+        )
+    state = {"visual.positional_embedding": pos_embed.float()}
+    open_clip_model.resize_pos_embed(state, SimpleNamespace(visual=SimpleNamespace(grid_size=tuple(new_grid))))
+    return state["visual.positional_embedding"].to(pos_embed.dtype)
 
 
 def embed_patches(visual: nn.Module, images: Tensor, pos_embed: Tensor) -> Tensor:

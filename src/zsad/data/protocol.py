@@ -29,13 +29,14 @@ class DataSource:
 
     Attributes:
         dataset: Registered benchmark name (``zsad list`` shows them), e.g. ``"mvtec"``.
-        root: Folder the benchmark was unpacked into.
+        root: Folder the benchmark was unpacked into; ``None`` only in records of where a checkpoint was trained
+            (a released official file names the benchmark, not a folder).
         categories: Categories to use; ``None`` for all on disk.
         split: Split to read (auxiliary data conventionally uses ``"test"``).
     """
 
     dataset: str
-    root: str
+    root: str | None
     categories: list[str] | None = None
     split: str = "test"
 
@@ -48,23 +49,36 @@ class DataSource:
         return list(self.categories) if self.categories is not None else self.benchmark().categories()
 
     def records(self) -> list[SampleRecord]:
-        """Every sample of the source."""
+        """Every sample of the source, then the files of its folders that are not read (listed as skipped)."""
         reader = self.benchmark()
-        return [r for c in self.resolved_categories() for r in reader.records(c, self.split)]
+        categories = self.resolved_categories()
+        records = [r for c in categories for r in reader.records(c, self.split)]
+        return records + [r for c in categories for r in reader.unread(c, self.split)]
 
 
 def find_overlaps(aux: list[DataSource], targets: list[DataSource]) -> list[str]:
-    """Human-readable descriptions of every aux/target overlap."""
+    """Human-readable descriptions of every aux/target overlap: the same benchmark or folder, a shared category.
+
+    A source whose categories are ``None`` and cannot be listed (no root) counts as holding every category.
+    """
     overlaps = []
     for a in aux:
         for t in targets:
-            same_folder = Path(a.root).expanduser().resolve() == Path(t.root).expanduser().resolve()
+            same_folder = a.root is not None and t.root is not None and _same_folder(a.root, t.root)
             if a.dataset != t.dataset and not same_folder:
                 continue
-            shared = sorted(set(a.resolved_categories()) & set(t.resolved_categories()))
+            if a.categories is None and a.root is None:
+                shared = t.resolved_categories()
+            else:
+                shared = sorted(set(a.resolved_categories()) & set(t.resolved_categories()))
             if shared:
-                overlaps.append(f"{a.dataset} categories {shared} (aux '{a.root}', target '{t.root}')")
+                trained_on = f"aux '{a.root}'" if a.root is not None else "aux: its training set"
+                overlaps.append(f"{a.dataset} categories {shared} ({trained_on}, target '{t.root}')")
     return overlaps
+
+
+def _same_folder(first: str, second: str) -> bool:
+    return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
 
 
 @DATAMODULES.register("protocol")

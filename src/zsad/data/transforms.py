@@ -7,6 +7,8 @@ bilinearly, then thresholded at 0.5.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,23 @@ from zsad.errors import ConfigError, DataError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+"""What Pillow raises for a missing, truncated, oversized or malformed file."""
+
+
+def read_error(kind: str, path: str | Path, error: Exception) -> DataError:
+    """The error for an image or mask that cannot be read, naming the file (and a broken link's target)."""
+    path = Path(path)
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:
+        return DataError(f"Cannot read {kind} '{path}': it is a symbolic link loop. Fix or remove the link.")
+    if path.is_symlink() and not path.exists():
+        return DataError(
+            f"Cannot read {kind} '{path}': it is a broken symbolic link to '{os.readlink(path)}', which does not "
+            f"exist. Fix or remove the link."
+        )
+    return DataError(f"Cannot read {kind} '{path}': {error}. Replace or remove the file.")
 
 
 def _stretch_to_8_bit(array: np.ndarray) -> Image.Image:
@@ -52,8 +71,8 @@ def load_rgb(path: str | Path) -> Image.Image:
                 background = Image.new("RGBA", image.size, (0, 0, 0, 255))
                 image = Image.alpha_composite(background, image)
             return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"Cannot read image '{path}': {error}. Replace or remove the file.") from error
+    except READ_ERRORS as error:
+        raise read_error("image", path, error) from error
 
 
 def load_mask(path: str | Path, threshold: int = 0) -> Image.Image:
@@ -67,8 +86,8 @@ def load_mask(path: str | Path, threshold: int = 0) -> Image.Image:
     try:
         with Image.open(path) as mask:
             values = np.asarray(mask.convert("L"))
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"Cannot read mask '{path}': {error}. Replace or remove the file.") from error
+    except READ_ERRORS as error:
+        raise read_error("mask", path, error) from error
     return Image.fromarray(((values > threshold) * 255).astype(np.uint8))
 
 
@@ -114,12 +133,25 @@ class ImageTransform:
 
 
 class MaskTransform:
-    """Resize a 0/255 mask bilinearly and threshold at 0.5: ``[1, size, size]`` float tensor of 0/1."""
+    """Resize a 0/255 mask bilinearly and threshold at 0.5: ``[1, size, size]`` float tensor of 0/1.
+
+    :meth:`levels` gives the resized mask before the threshold, for losses with another rule (DAPO's training code
+    counts only pixels whose resized value is exactly 255).
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
 
     def __call__(self, mask: Image.Image) -> Tensor:
         """Transform a binary PIL mask."""
-        mask = TF.resize(mask, [self.size, self.size], interpolation=InterpolationMode.BILINEAR)
-        return (TF.to_tensor(mask) > 0.5).float()
+        return binary_mask(self.levels(mask))
+
+    def levels(self, mask: Image.Image) -> Tensor:
+        """The bilinearly resized 0/255 mask as ``[1, size, size]`` uint8 (255: fully inside the defect)."""
+        resized = TF.resize(mask, [self.size, self.size], interpolation=InterpolationMode.BILINEAR)
+        return TF.pil_to_tensor(resized)
+
+
+def binary_mask(levels: Tensor) -> Tensor:
+    """0/1 float mask of resized levels, thresholded at one half (``level / 255 > 0.5``, the reference code's rule)."""
+    return (levels.float() / 255 > 0.5).float()

@@ -8,6 +8,7 @@ from torch import nn
 
 from zsad.backbones.base import Backbone
 from zsad.components import Component
+from zsad.heads.maps import SmoothingBorder
 from zsad.structures import Features, Scores, TextFeatures
 
 
@@ -16,9 +17,12 @@ class ScoringHead(Component, nn.Module, ABC):
 
     Attributes:
         sigma: Gaussian smoothing of the final map at evaluation; 0 disables it.
+        smoothing_border: Border of that smoothing: ``"symmetric"`` (scipy's ``reflect``, the official code's) or
+            ``"reflect"`` (torch's, zsad's earlier behaviour); see :func:`~zsad.heads.maps.gaussian_smooth`.
     """
 
     sigma: float = 0.0
+    smoothing_border: SmoothingBorder = "symmetric"
 
     @property
     def smoothing_sigma(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
     Aggregation,
+    SmoothingBorder,
     UpsampleMode,
     anomaly_scores,
     check_temperature_and_sigma,
@@ -24,6 +25,8 @@ class DualBranchHead(ScoringHead):
         aggregation: How per-layer maps combine: ``"sum"`` (AnomalyCLIP) or ``"mean"``.
         sigma: Gaussian smoothing of the final map at evaluation (AnomalyCLIP: 4); 0 disables it.
         upsample: Interpolation from the patch grid to image size.
+        smoothing_border: Border of the Gaussian smoothing: ``"symmetric"`` (official: scipy's ``reflect``, the
+            edge pixel repeated) or ``"reflect"`` (torch's, edge pixel not repeated; zsad's earlier behaviour).
     """
 
     def __init__(
@@ -32,13 +35,15 @@ class DualBranchHead(ScoringHead):
         aggregation: Aggregation = "sum",
         sigma: float = 4.0,
         upsample: UpsampleMode = "bilinear",
+        smoothing_border: SmoothingBorder = "symmetric",
     ) -> None:
         super().__init__()
-        check_temperature_and_sigma(temperature, sigma)
+        check_temperature_and_sigma(temperature, sigma, smoothing_border)
         self.temperature = temperature
         self.aggregation = aggregation
         self.sigma = sigma
         self.upsample = upsample
+        self.smoothing_border = smoothing_border
 
     def forward(self, features: Features, text: TextFeatures, image_size: tuple[int, int]) -> Scores:
         """Score a batch."""
@@ -47,4 +52,4 @@ class DualBranchHead(ScoringHead):
             patch_probabilities(tokens, text.for_layer(i), self.temperature, features.grid, image_size, self.upsample)
             for i, tokens in enumerate(features.dense_tokens)
         )
-        return anomaly_scores(image_logits, layer_probs, self.aggregation, self.smoothing_sigma)
+        return anomaly_scores(image_logits, layer_probs, self.aggregation, self.smoothing_sigma, self.smoothing_border)

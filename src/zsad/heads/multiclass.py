@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +13,7 @@ from zsad.errors import ConfigError
 from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
     Aggregation,
+    SmoothingBorder,
     UpsampleMode,
     aggregate_layers,
     check_temperature_and_sigma,
@@ -20,16 +22,32 @@ from zsad.heads.maps import (
     patch_probabilities,
 )
 from zsad.registry import HEADS
-from zsad.structures import Features, Scores, TextFeatures
+from zsad.structures import Features, Scores, TextFeatures, l2_normalize
+
+DefectPrototype = Literal["normalized_mean", "mean"]
+"""The anomalous side of DAPO's image decision: the cosine with the renormalised mean of the unit defect embeddings
+(``"normalized_mean"``, the official code) or the mean of the defect cosines (``"mean"``)."""
+DEFECT_PROTOTYPES: tuple[str, ...] = get_args(DefectPrototype)
 
 
-def binary_image_logits(global_embedding: Tensor, text: Tensor, temperature: float) -> Tensor:
-    """``[B, 2]`` logits ``[g·e_normal, g·mean(e_defects)] / T`` for unit ``g`` and unit class embeddings.
+def binary_image_logits(
+    global_embedding: Tensor, text: Tensor, temperature: float, prototype: DefectPrototype = "normalized_mean"
+) -> Tensor:
+    """``[B, 2]`` logits ``[cos(g, e_normal), cos(g, mean(e_defects))] / T`` for the unit class embeddings ``e``.
 
-    ``g·mean(e_k)`` is the mean over defect classes of ``g·e_k``, so it is the mean of the defect logits.
+    Args:
+        global_embedding: ``[B, D]`` global image features ``g``.
+        text: ``[B or 1, C, D]`` unit class embeddings, class 0 normal.
+        temperature: Softmax temperature.
+        prototype: ``"normalized_mean"`` takes the cosine with the mean defect embedding (renormalised to unit
+            length, as the official code does); ``"mean"`` uses the unnormalised mean, ``g·mean(e_k)``, which is
+            the mean of the defect logits. The two differ by the factor ``|mean(e_k)|`` on the anomalous logit.
     """
-    logits = class_logits(global_embedding, text, temperature)
-    return torch.stack([logits[:, 0], logits[:, 1:].mean(dim=1)], dim=1)
+    if prototype == "mean":
+        logits = class_logits(global_embedding, text, temperature)
+        return torch.stack([logits[:, 0], logits[:, 1:].mean(dim=1)], dim=1)
+    defect_mean = l2_normalize(text[:, 1:].float().mean(dim=1, keepdim=True))
+    return class_logits(global_embedding, torch.cat([text[:, :1].float(), defect_mean], dim=1), temperature)
 
 
 def defect_class_map(layer_probs: Sequence[Tensor], threshold: float) -> Tensor:
@@ -47,12 +65,13 @@ def defect_class_map(layer_probs: Sequence[Tensor], threshold: float) -> Tensor:
 class MultiClassHead(ScoringHead):
     """Multi-class (defect-type) scoring: mean-defect image score, summed defect-probability maps, class map.
 
-    - Image: ``softmax([g·e_normal, g·mean(e_defects)] / T)[1]`` with the global feature ``g``;
+    - Image: ``softmax([cos(g, e_normal), cos(g, mean(e_defects))] / T)[1]`` with the global feature ``g``;
       ``Scores.image_logits`` are these two logits (``[B, 2]``, not ``[B, C]``), so ``image_ce`` trains exactly
       DAPO's image decision.
     - Pixel: per layer, each (q-k path) patch token goes through that layer's ``Linear(vision_width, embed_dim)``,
-      then a softmax over all C classes with temperature T; the map is the sum of the defect probabilities,
-      summed over layers, with no Gaussian by default. ``layer_probs`` keep all C classes for the losses.
+      then a softmax over all C classes with temperature T, upsampled bilinearly with ``align_corners=True``; the
+      map is the sum of the defect probabilities, summed over layers, with no Gaussian by default.
+      ``layer_probs`` keep all C classes for the losses.
     - ``class_map``: the argmax over defect classes of the layer-mean probabilities, where their sum exceeds
       ``class_threshold``; 0 elsewhere.
 
@@ -71,6 +90,12 @@ class MultiClassHead(ScoringHead):
         sigma: Gaussian smoothing of the map at evaluation (DAPO: 0, none).
         upsample: Interpolation of the patch probabilities to image size.
         class_threshold: Anomaly probability above which a pixel gets a defect class in ``class_map``.
+        smoothing_border: Border of the Gaussian smoothing when ``sigma > 0``: ``"symmetric"`` (scipy's
+            ``reflect``, the edge pixel repeated) or ``"reflect"`` (torch's; zsad's earlier behaviour).
+        align_corners: Of the bilinear/bicubic upsampling (DAPO's code: ``True``; ``False`` is the AnomalyCLIP
+            family's convention, zsad's earlier choice here).
+        defect_prototype: The anomalous image logit (:func:`binary_image_logits`): ``"normalized_mean"`` (DAPO's
+            code) or ``"mean"`` (the mean of the defect cosines, zsad's earlier choice).
     """
 
     def __init__(
@@ -84,9 +109,16 @@ class MultiClassHead(ScoringHead):
         sigma: float = 0.0,
         upsample: UpsampleMode = "bilinear",
         class_threshold: float = 0.5,
+        smoothing_border: SmoothingBorder = "symmetric",
+        align_corners: bool = True,
+        defect_prototype: DefectPrototype = "normalized_mean",
     ) -> None:
         super().__init__()
-        check_temperature_and_sigma(temperature, sigma)
+        check_temperature_and_sigma(temperature, sigma, smoothing_border)
+        if defect_prototype not in DEFECT_PROTOTYPES:
+            raise ConfigError(
+                f"defect_prototype='{defect_prototype}' is unknown; use one of {list(DEFECT_PROTOTYPES)}."
+            )
         if linear_maps and (not layers or min(vision_width or 1, embed_dim or 1) < 1):
             raise ConfigError(f"layers={list(layers)}, vision_width and embed_dim must be non-empty and positive.")
         self.temperature = temperature
@@ -95,8 +127,11 @@ class MultiClassHead(ScoringHead):
         self.embed_dim = embed_dim
         self.aggregation = aggregation
         self.sigma = sigma
+        self.smoothing_border = smoothing_border
         self.upsample = upsample
         self.class_threshold = class_threshold
+        self.align_corners = align_corners
+        self.defect_prototype = defect_prototype
         self.linear_maps = linear_maps
         self.patch_maps: nn.ModuleList | None = None
         if linear_maps and vision_width is not None and embed_dim is not None:
@@ -142,13 +177,16 @@ class MultiClassHead(ScoringHead):
                 f"embed_dim={self.embed_dim}; set embed_dim to the backbone's joint dimension."
             )
         dense_tokens = self._dense_tokens(features)  # checks the patch widths first: the clearer message
-        image_logits = binary_image_logits(features.global_embedding, text.embeddings, self.temperature)
+        image_logits = binary_image_logits(
+            features.global_embedding, text.embeddings, self.temperature, self.defect_prototype
+        )
+        upsample = {"mode": self.upsample, "align_corners": self.align_corners}
         layer_probs = tuple(
-            patch_probabilities(tokens, text.for_layer(i), self.temperature, features.grid, image_size, self.upsample)
+            patch_probabilities(tokens, text.for_layer(i), self.temperature, features.grid, image_size, **upsample)
             for i, tokens in enumerate(dense_tokens)
         )
         anomaly_map = aggregate_layers([p[:, 1:].sum(dim=1) for p in layer_probs], self.aggregation)
-        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma)
+        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma, self.smoothing_border)
         return Scores(
             image_logits=image_logits,
             image_score=image_logits.softmax(dim=-1)[:, 1],

@@ -20,6 +20,7 @@ from zsad.errors import ConfigError
 from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
     Aggregation,
+    SmoothingBorder,
     UpsampleMode,
     check_temperature_and_sigma,
     class_logits,
@@ -96,6 +97,8 @@ class SAGAHead(ScoringHead):
         sigma: Gaussian smoothing at evaluation (4); 0 disables it.
         aggregation: Layer aggregation (official: ``"mean"``; matters because the map max enters the score).
         upsample: Patch grid to image interpolation (official: ``"nearest"``).
+        smoothing_border: Border of the Gaussian smoothing: ``"symmetric"`` (official: scipy's ``reflect``, the
+            edge pixel repeated) or ``"reflect"`` (torch's, edge pixel not repeated; zsad's earlier behaviour).
     """
 
     def __init__(
@@ -109,9 +112,10 @@ class SAGAHead(ScoringHead):
         sigma: float = 4.0,
         aggregation: Aggregation = "mean",
         upsample: UpsampleMode = "nearest",
+        smoothing_border: SmoothingBorder = "symmetric",
     ) -> None:
         super().__init__()
-        check_temperature_and_sigma(temperature, sigma)
+        check_temperature_and_sigma(temperature, sigma, smoothing_border)
         self.preset = preset
         constants = resolve_constants(preset, {"alpha": alpha, "beta": beta, "neighbor_kernel": neighbor_kernel})
         self.alpha, self.beta = float(constants["alpha"]), float(constants["beta"])
@@ -122,6 +126,7 @@ class SAGAHead(ScoringHead):
         self.spatial_weighting = spatial_weighting
         self.temperature, self.sigma = temperature, sigma
         self.aggregation, self.upsample = aggregation, upsample
+        self.smoothing_border = smoothing_border
 
     def active_preset(self) -> dict[str, Any] | None:
         """The official per-dataset constants in force (with the preset's name and dataset), or ``None``."""
@@ -151,7 +156,7 @@ class SAGAHead(ScoringHead):
             patch_anomaly.append((1.0 - probs[..., 0]) * weights)
         patch_map = torch.stack(patch_anomaly).mean(dim=0) if self.aggregation == "mean" else sum(patch_anomaly)
         anomaly_map = self.to_image(patch_map[..., None], features.grid, image_size)[:, 0]
-        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma)
+        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma, self.smoothing_border)
         image_score = global_score
         if not self.training:  # the image loss reads the global branch alone
             image_score = self.beta * global_score + (1.0 - self.beta) * patch_map.amax(dim=-1)

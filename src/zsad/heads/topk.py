@@ -16,6 +16,7 @@ from zsad.errors import ConfigError
 from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
     Aggregation,
+    SmoothingBorder,
     UpsampleMode,
     anomaly_scores,
     check_temperature_and_sigma,
@@ -52,6 +53,8 @@ class TopKHead(ScoringHead):
         aggregation: How per-layer anomaly maps combine (official: ``"mean"``).
         sigma: Gaussian smoothing of the final map at evaluation (official test default: 8); 0 disables it.
         upsample: Interpolation of the patch probabilities to image size (official: bilinear).
+        smoothing_border: Border of the Gaussian smoothing: ``"symmetric"`` (official: scipy's ``reflect``, the
+            edge pixel repeated) or ``"reflect"`` (torch's, edge pixel not repeated; zsad's earlier behaviour).
     """
 
     def __init__(
@@ -61,16 +64,18 @@ class TopKHead(ScoringHead):
         aggregation: Aggregation = "mean",
         sigma: float = 8.0,
         upsample: UpsampleMode = "bilinear",
+        smoothing_border: SmoothingBorder = "symmetric",
     ) -> None:
         super().__init__()
         if k < 1:
             raise ConfigError(f"k={k} must be at least 1.")
-        check_temperature_and_sigma(temperature, sigma)
+        check_temperature_and_sigma(temperature, sigma, smoothing_border)
         self.k = k
         self.temperature = temperature
         self.aggregation = aggregation
         self.sigma = sigma
         self.upsample = upsample
+        self.smoothing_border = smoothing_border
 
     def forward(self, features: Features, text: TextFeatures, image_size: tuple[int, int]) -> Scores:
         """Score a batch."""
@@ -83,4 +88,4 @@ class TopKHead(ScoringHead):
             selected.append(top_patch_cosines(cosines, probs[..., 1:].sum(dim=-1), self.k))
             layer_probs.append(upsample_patches(probs, features.grid, image_size, self.upsample))
         image_logits = torch.cat(selected, dim=1).mean(dim=1) / self.temperature
-        return anomaly_scores(image_logits, layer_probs, self.aggregation, self.smoothing_sigma)
+        return anomaly_scores(image_logits, layer_probs, self.aggregation, self.smoothing_sigma, self.smoothing_border)

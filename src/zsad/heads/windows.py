@@ -21,6 +21,7 @@ from zsad.backbones.windows import WindowFeatures, window_patch_indices
 from zsad.errors import ConfigError
 from zsad.heads.base import ScoringHead
 from zsad.heads.maps import (
+    SmoothingBorder,
     UpsampleMode,
     anomaly_probability,
     check_temperature_and_sigma,
@@ -77,6 +78,8 @@ class WindowHead(ScoringHead):
         image_score: How the image score is formed (see above).
         upsample: Interpolation from the patch grid to image size (WinCLIP: bilinear).
         sigma: Gaussian smoothing of the final map at evaluation; 0 (WinCLIP) disables it.
+        smoothing_border: Border of the Gaussian smoothing: ``"symmetric"`` (official: scipy's ``reflect``, the
+            edge pixel repeated) or ``"reflect"`` (torch's, edge pixel not repeated; zsad's earlier behaviour).
     """
 
     def __init__(
@@ -86,9 +89,10 @@ class WindowHead(ScoringHead):
         image_score: ImageScoreMode = "cls",
         upsample: UpsampleMode = "bilinear",
         sigma: float = 0.0,
+        smoothing_border: SmoothingBorder = "symmetric",
     ) -> None:
         super().__init__()
-        check_temperature_and_sigma(temperature, sigma)
+        check_temperature_and_sigma(temperature, sigma, smoothing_border)
         if image_score not in ("cls", "cls_and_map_max"):
             raise ConfigError(f"image_score='{image_score}' must be 'cls' or 'cls_and_map_max'.")
         self.temperature = temperature
@@ -96,6 +100,7 @@ class WindowHead(ScoringHead):
         self.image_score = image_score
         self.upsample = upsample
         self.sigma = sigma
+        self.smoothing_border = smoothing_border
 
     def forward(self, features: Features, text: TextFeatures, image_size: tuple[int, int]) -> Scores:
         """Score a batch of :class:`~zsad.backbones.windows.WindowFeatures`."""
@@ -109,7 +114,7 @@ class WindowHead(ScoringHead):
             image_score = (image_score + patch_map.amax(dim=-1)) / 2
         rows, cols = windows.grid
         anomaly_map = self._resize(patch_map.unflatten(-1, (rows, cols))[:, None], image_size)[:, 0]
-        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma)
+        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma, self.smoothing_border)
         layer_probs = tuple(
             self._resize(torch.stack([1 - m, m], dim=1).unflatten(-1, (rows, cols)), image_size) for m in scale_maps
         )

@@ -3,7 +3,7 @@
 ``zsad.inference.export`` is not imported here: it needs the optional ONNX packages (``pip install 'zsad[export]'``).
 """
 
-from zsad.inference.checkpoint import WEIGHT_SOURCE_KEYS, is_compatible_version, read_checkpoint
+from zsad.checkpoints.files import WEIGHT_SOURCE_KEYS, is_compatible_version, read_checkpoint
 from zsad.inference.detector import Detector, Prediction
 from zsad.inference.loading import load
 

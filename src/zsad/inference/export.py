@@ -27,6 +27,7 @@ from zsad.data.transforms import OPENAI_MEAN, OPENAI_STD
 from zsad.errors import ConfigError
 from zsad.module import ZSADModule
 from zsad.structures import Features, TextFeatures
+from zsad.workflow.atomic import atomic_save
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("image_score", "anomaly_map")
@@ -156,6 +157,10 @@ def export_onnx(
 
     Returns:
         The written path.
+
+    Raises:
+        ConfigError: The ONNX packages are missing, or the prompts depend on the image.
+        WriteError: The file could not be written (a full disk, say); the previous file at ``path`` is kept.
     """
     require_exporter()
     check_exportable(module)
@@ -196,7 +201,5 @@ def export_onnx(
             "head": type(module.head).__name__,
         }
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    program.save(str(path))
-    return path
+    # atomically: a full disk or a kill mid-write leaves the previous file (or none), never a truncated one
+    return atomic_save(path, lambda staged: program.save(str(staged)))

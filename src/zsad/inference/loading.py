@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from zsad.backbones.base import Backbone
+from zsad.checkpoints.files import read_checkpoint
+from zsad.checkpoints.provenance import checkpoint_record
+from zsad.checkpoints.settings import check_test_settings
 from zsad.errors import CheckpointError, ConfigError
-from zsad.inference.checkpoint import check_backbone, check_parameter_shapes, read_checkpoint
 from zsad.inference.detector import Detector
 from zsad.module import ZSADModule
 
@@ -28,7 +30,7 @@ def default_device() -> torch.device:
 
 
 def configs_module() -> ModuleType:
-    """:mod:`zsad.inference.configs`, imported on first use: it pulls in the CLI, which ``import zsad`` should not."""
+    """:mod:`zsad.inference.configs`, imported on first use: its parser pulls in Lightning's CLI and jsonargparse."""
     return importlib.import_module("zsad.inference.configs")
 
 
@@ -56,39 +58,40 @@ def module_from_checkpoint(
 ) -> ZSADModule:
     """Rebuild a trained :class:`~zsad.module.ZSADModule` from a zsad checkpoint, after checking that it fits.
 
+    The rule for settings that differ from the checkpoint's is the one of ``zsad test`` (docs/cli.md): anything
+    that leaves the trained parameters as they are may differ; another component class, another backbone
+    architecture, or a change of a trained parameter's shape is refused. The model's ``evaluated_checkpoint`` records
+    the file, its SHA-256, its provenance and every accepted difference.
+
     Args:
-        path: Checkpoint written by ``zsad fit``.
-        backbone: Backbone to use instead of the saved one; only its weight source may differ
-            (:data:`~zsad.inference.checkpoint.WEIGHT_SOURCE_KEYS`).
+        path: Checkpoint written by ``zsad fit`` or ``zsad import``.
+        backbone: Backbone to use instead of the saved one (a built backbone or a spec).
         weights: Local weights file (or pretrained tag) for the saved backbone, e.g. offline.
-        configs: Build the model from these configs instead of the saved specs (as ``zsad test -c ... --ckpt_path``);
-            the checkpoint's backbone must still match theirs.
+        configs: Build the model from these configs instead of the saved specs (as ``zsad test -c ... --ckpt_path``).
 
     Raises:
-        CheckpointError: Not a zsad checkpoint, an incompatible zsad version, another backbone, or trainable
-            parameters whose names or shapes do not fit.
+        CheckpointError: Not a zsad checkpoint, an incompatible zsad version, another component or backbone
+            architecture, or trainable parameters whose names or shapes do not fit.
     """
     if configs and (backbone is not None or weights is not None):
         raise ConfigError("Give either configs or a backbone/weights override, not both: the configs set the backbone.")
     checkpoint = read_checkpoint(path)
-    saved_backbone = checkpoint["zsad"].get("backbone") or checkpoint["hyper_parameters"].get("backbone")
+    trained = checkpoint["hyper_parameters"]
     if configs:
         module = configs_module().module_from_configs(configs)
-        check_backbone(saved_backbone, module.backbone.spec(), path)
     else:
-        chosen = requested_backbone(saved_backbone, backbone, weights)
-        check_backbone(saved_backbone, chosen.spec() if isinstance(chosen, Backbone) else chosen, path)
+        chosen = requested_backbone(trained["backbone"], backbone, weights)
         try:
-            module = ZSADModule(**{**checkpoint["hyper_parameters"], "backbone": chosen})
+            module = ZSADModule(**{**trained, "backbone": chosen})
         except TypeError as error:
             raise CheckpointError(
                 f"Checkpoint '{path}' stores model arguments this zsad does not take ({error}). Load it with the "
                 "zsad version that wrote it."
             ) from error
     state = checkpoint["state_dict"]
-    check_parameter_shapes(module.state_dict(), state, path)
-    module.on_load_checkpoint(checkpoint)  # refuses missing or unexpected trainable keys
+    changes = check_test_settings(trained, module.component_specs(), module.state_dict(), state, path)
     module.load_state_dict(state)
+    module.evaluated_checkpoint = checkpoint_record(path, checkpoint, changes)
     return module
 
 

@@ -4,10 +4,15 @@ The focal target of an anomalous pixel is the class of its image's defect type, 
 ``batch["defect_type"]`` (a dataset's defect folder name such as ``"metal_contamination"``) against
 ``text.class_names``. Matching, after lower-casing and splitting on ``_``, ``-`` and spaces:
 
-1. each word is first replaced through :data:`DEFECT_ALIASES` (MVTec folder words that are synonyms of a
-   DAPO word, e.g. ``poke`` -> ``puncture``);
-2. a class matches when its name occurs as whole words in the result (``broken_large`` -> ``broken``); the
+1. a whole folder name found in :data:`DEFECT_FOLDER_ALIASES` (MVTec folders whose words name no DAPO word, e.g.
+   ``cable_swap`` -> ``misaligned``) is replaced by its word;
+2. each word is replaced through :data:`DEFECT_ALIASES` (MVTec folder words that are synonyms of a DAPO word,
+   e.g. ``poke`` -> ``puncture``);
+3. a class matches when its name occurs as whole words in the result (``broken_large`` -> ``broken``); the
    longest matching class name wins.
+
+With the training words, these rules give every one of the 51 MVTec AD folder names the class that DAPO's training
+code assigns it (methods.md §9).
 
 A defect type that matches no class follows ``unknown_defect``: ``"any"`` (default) counts every defect class
 as correct for that image's anomalous pixels (the focal target is the sum of the defect probabilities, i.e. the
@@ -24,7 +29,8 @@ import torch
 from torch import Tensor
 
 from zsad.errors import ConfigError
-from zsad.losses.base import Loss, pixel_targets
+from zsad.losses.base import Loss
+from zsad.losses.targets import MaskTarget, check_mask_target, mask_targets
 from zsad.registry import LOSSES
 from zsad.structures import Scores, TextFeatures
 
@@ -42,19 +48,55 @@ DEFECT_ALIASES: dict[str, str] = {
     "print": "faulty imprint",
     "oil": "liquid",
 }
-"""Word-level synonyms from MVTec AD defect folder names to DAPO's words (our reading; methods.md gives no map)."""
+"""Word-level synonyms from MVTec AD defect folder names to DAPO's training words (as its training code maps them)."""
+
+DEFECT_FOLDER_ALIASES: dict[str, str] = {
+    "manipulated_front": "bent",
+    "cable_swap": "misaligned",
+    "flip": "misaligned",
+    "fold": "misaligned",
+    "split_teeth": "misaligned",
+    "damaged_case": "wear",
+    "defective": "wear",
+    "gray_stroke": "wear",
+    "pill_type": "wear",
+}
+"""Whole MVTec AD folder names whose words name no DAPO word, mapped as DAPO's training code maps them."""
 
 
-def match_defect_class(defect_type: str, class_names: Sequence[str], aliases: Mapping[str, str]) -> int | None:
-    """Index of the class (1..C-1) named by ``defect_type``, or ``None`` when no class matches."""
-    words = [aliases.get(w, w) for w in re.split(r"[\s_\-]+", defect_type.lower()) if w]
+def folder_key(defect_type: str) -> str:
+    """A defect folder name lower-cased with ``_`` between its words: ``"Cable-Swap"`` -> ``"cable_swap"``."""
+    return "_".join(w for w in re.split(r"[\s_\-]+", defect_type.lower()) if w)
+
+
+def match_defect_class(
+    defect_type: str,
+    class_names: Sequence[str],
+    aliases: Mapping[str, str],
+    folder_aliases: Mapping[str, str] | None = None,
+) -> int | None:
+    """Index of the class (1..C-1) named by ``defect_type``, or ``None`` when no class matches.
+
+    Args:
+        defect_type: A defect folder name, e.g. ``"metal_contamination"``.
+        class_names: ``("normal", *words)``.
+        aliases: Word-level synonyms.
+        folder_aliases: Whole folder names (as :func:`folder_key` writes them) replaced by a word first.
+    """
+    folder = folder_key(defect_type)
+    phrase = (folder_aliases or {}).get(folder, folder.replace("_", " "))
+    words = [aliases.get(w, w) for w in phrase.split()]
     phrase = f" {' '.join(words)} "
     hits = [i for i, name in enumerate(class_names) if i > 0 and f" {name.lower()} " in phrase]
     return max(hits, key=lambda i: len(class_names[i])) if hits else None
 
 
 def anomalous_targets(
-    defect_types: Sequence[str], class_names: Sequence[str], aliases: Mapping[str, str], unknown: UnknownDefect
+    defect_types: Sequence[str],
+    class_names: Sequence[str],
+    aliases: Mapping[str, str],
+    unknown: UnknownDefect,
+    folder_aliases: Mapping[str, str] | None = None,
 ) -> Tensor:
     """``[B, C]`` 0/1 target classes of each image's anomalous pixels: one class, or all defect classes.
 
@@ -63,7 +105,7 @@ def anomalous_targets(
     """
     targets = torch.zeros(len(defect_types), len(class_names))
     for row, defect_type in enumerate(defect_types):
-        index = match_defect_class(defect_type, class_names, aliases)
+        index = match_defect_class(defect_type, class_names, aliases, folder_aliases)
         if index is None and unknown == "error":
             raise ConfigError(
                 f"Defect type '{defect_type}' matches none of the classes {list(class_names[1:])}. Add it to the "
@@ -108,6 +150,10 @@ class MultiClassFocalLoss(Loss):
         unknown_defect: What a defect type matching no class does: ``"any"`` (every defect class counts) or
             ``"error"``.
         aliases: Extra word-level synonyms, merged over :data:`DEFECT_ALIASES`.
+        folder_aliases: Extra whole-folder-name synonyms, merged over :data:`DEFECT_FOLDER_ALIASES`.
+        mask_target: Which pixels are anomalous (:mod:`zsad.losses.targets`): ``"exact_one"`` (default, DAPO's
+            training code: only pixels whose resized source mask is exactly 1.0) or ``"binary"`` (the batch's
+            mask, binarised at 0.5 like the evaluation masks).
     """
 
     def __init__(
@@ -116,18 +162,26 @@ class MultiClassFocalLoss(Loss):
         gamma: float = 2.0,
         unknown_defect: UnknownDefect = "any",
         aliases: dict[str, str] | None = None,
+        folder_aliases: dict[str, str] | None = None,
+        mask_target: MaskTarget = "exact_one",
     ) -> None:
         super().__init__(weight)
         if unknown_defect not in ("any", "error"):
             raise ConfigError(f"unknown_defect='{unknown_defect}' must be 'any' or 'error'.")
+        check_mask_target(mask_target)
         self.gamma = gamma
         self.unknown_defect = unknown_defect
+        self.mask_target = mask_target
         self.aliases = {**DEFECT_ALIASES, **{k.lower(): v.lower() for k, v in (aliases or {}).items()}}
+        extra_folders = {folder_key(k): v.lower() for k, v in (folder_aliases or {}).items()}
+        self.folder_aliases = {**DEFECT_FOLDER_ALIASES, **extra_folders}
 
     def value(self, scores: Scores, batch: dict[str, Any], text: TextFeatures) -> Tensor:
         """Sum over layers of the multi-class focal loss."""
-        mask = pixel_targets(batch).round()
+        mask = mask_targets(batch, self.mask_target)
         defect_types = batch.get("defect_type") or [""] * mask.shape[0]
-        targets = anomalous_targets(defect_types, text.class_names, self.aliases, self.unknown_defect)
+        targets = anomalous_targets(
+            defect_types, text.class_names, self.aliases, self.unknown_defect, self.folder_aliases
+        )
         targets = targets.to(mask.device)
         return sum(multiclass_focal_on_probs(p.float(), mask, targets, self.gamma) for p in scores.layer_probs)

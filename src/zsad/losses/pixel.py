@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from zsad.losses.base import Loss, pixel_targets
+from zsad.losses.targets import MaskTarget, check_mask_target, mask_targets
 from zsad.registry import LOSSES
 from zsad.structures import Scores, TextFeatures
 
@@ -50,11 +51,22 @@ class FocalLoss(Loss):
 
 @LOSSES.register("dice")
 class DiceLoss(Loss):
-    """Dice(p_anomaly, mask) + Dice(p_normal, 1 - mask) on each layer, summed over layers."""
+    """Dice(p_anomaly, mask) + Dice(p_normal, 1 - mask) on each layer, summed over layers.
+
+    Args:
+        weight: Multiplier.
+        mask_target: Which pixels are anomalous (:mod:`zsad.losses.targets`): ``"binary"`` (default, the batch's
+            mask) or ``"exact_one"`` (DAPO's training code: only pixels whose resized source mask is exactly 1.0).
+    """
+
+    def __init__(self, weight: float = 1.0, mask_target: MaskTarget = "binary") -> None:
+        super().__init__(weight)
+        check_mask_target(mask_target)
+        self.mask_target = mask_target
 
     def value(self, scores: Scores, batch: dict[str, Any], text: TextFeatures) -> Tensor:
         """Sum over layers of both Dice terms."""
-        target = pixel_targets(batch)
+        target = pixel_targets(batch) if self.mask_target == "binary" else mask_targets(batch, self.mask_target)
         total = torch.zeros((), device=target.device)
         for probs in scores.layer_probs:
             probs = probs.float()

@@ -13,6 +13,11 @@ Why the sort looks unusual, for a 30-million-pixel category:
   thresholds at a time only.
 
 Extra memory is therefore about 8 bytes per sample (the keys) plus one chunk's working set (~50-80 MB).
+
+Every result depends on the multiset of (score, label) pairs only, bit for bit, whatever the input order, the number
+of threads or processes: the sorted sequence is fixed by the data (ties between equal scores are ordered by label),
+counts are exact integers, and the sums over thresholds are exact (integers for AUROC, :class:`ExactSum` for AP)
+rather than BLAS dot products, whose rounding depends on the number of threads.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from zsad.metrics.exact_sum import ExactSum
 
 CHUNK_SIZE = 1 << 20
 """Sorted samples reduced at a time: bounds the float64 working set."""
@@ -63,6 +70,8 @@ def threshold_sweep(
 
     Yields:
         Sums per tie group, chunk after chunk in descending score order; a tie group is never split across chunks.
+        The samples are summed in the sorted order (score, then label), so with non-integer weights the rounding of
+        every sum depends on the data and ``chunk_size`` only, never on the input order or the thread count.
 
     Raises:
         ValueError: Sizes differ, a label is negative or too large, or a score is NaN.
@@ -107,19 +116,24 @@ def binary_metrics(scores: Tensor, target: Tensor) -> dict[str, float | None]:
     num_negative = positive.numel() - num_positive
     if num_positive == 0 or num_negative == 0:
         return {"auroc": None, "average_precision": None, "f1_max": None}
-    rank_sum = precision_sum = best_f1 = 0.0
+    twice_rank_sum = 0  # exact integer: order- and thread-independent, unlike a float dot product
+    precision_sum = ExactSum()
+    best_f1 = 0.0
     for groups in threshold_sweep(scores, positive):
         true_positive = groups.positive_above + groups.positive
         predicted = true_positive + groups.negative_above + groups.negative
-        # Mann-Whitney: each negative beats the positives above it and ties with half of those at its score
-        rank_sum += float(groups.negative @ (groups.positive_above + 0.5 * groups.positive))
+        # Mann-Whitney: each negative beats the positives above it and ties with half of those at its score; the
+        # counts are integers held exactly in float64, so int64 products and sums are exact
+        ties_counted_twice = (2 * groups.positive_above + groups.positive).astype(np.int64)
+        twice_rank_sum += int(np.sum(groups.negative.astype(np.int64) * ties_counted_twice))
         # sklearn's step-wise AP: recall rises by positive / P at this threshold, times the precision there
-        precision_sum += float(groups.positive @ (true_positive / predicted))
+        scored = groups.positive > 0  # the other thresholds add 0; skipping them saves time when positives are rare
+        precision_sum.add(groups.positive[scored] * (true_positive[scored] / predicted[scored]))
         # 2PR / (P + R) = 2 TP / (predicted + positives); it is 0, not NaN, where P = R = 0, which cannot win the max
         best_f1 = max(best_f1, float((2 * true_positive / (predicted + num_positive)).max()))
     return {
-        "auroc": rank_sum / (num_positive * num_negative),
-        "average_precision": precision_sum / num_positive,
+        "auroc": twice_rank_sum / (2 * num_positive * num_negative),  # int / int: correctly rounded
+        "average_precision": precision_sum.value(num_positive),
         "f1_max": best_f1,
     }
 
@@ -164,9 +178,10 @@ def _sorted_keys(scores: Tensor, labels: Tensor) -> tuple[np.ndarray, np.ndarray
         keys.sort()  # in place, values only
         return keys, None
     ordered = _ordered_float64(scores.double().contiguous().numpy())
-    order = np.argsort(ordered)
-    label_values = labels.to(torch.uint8) if labels.dtype == torch.bool else labels  # bool would index as a mask
-    return ordered[order], label_values.numpy()[order]
+    label_values = (labels.to(torch.uint8) if labels.dtype == torch.bool else labels).numpy()  # not a bool mask
+    # ties between equal scores ordered by label, as in the packed keys: the order then depends on the data only
+    order = np.lexsort((label_values, ordered))
+    return ordered[order], label_values[order]
 
 
 def _packed_keys(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -15,13 +15,16 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from zsad.data.transforms import load_mask
+from zsad.errors import NonFiniteScoreError
 from zsad.metrics.curves import binary_metrics
 from zsad.metrics.image_state import ImageScoreStore
 from zsad.metrics.native_state import NativePixelStore, native_pixel_metrics
 from zsad.metrics.pixel_state import PIXEL_METRIC_NAMES, PixelScoreStore, compute_pixel_metrics
 from zsad.metrics.results import ImageScore, Picture, Results, macro_mean
+from zsad.metrics.thresholds import ThresholdRule, category_thresholds, thresholds_document
+from zsad.metrics.undefined import image_undefined_reason
 from zsad.structures import Scores
-from zsad.viz.selection import PictureKeeper
+from zsad.viz.selection import PictureKeeper, Selection
 
 IMAGE_METRIC_NAMES = ("image_auroc", "image_ap", "image_f1max")
 _CURVE_KEYS = {"image_auroc": "auroc", "image_ap": "average_precision", "image_f1max": "f1_max"}
@@ -46,6 +49,13 @@ class Evaluator(nn.Module):
         resolution: ``"eval"`` computes pixel metrics on the square evaluation-size maps and masks, as every
             reference repository does; ``"native"`` upsamples each map (bilinear) to its image's own size and
             compares it with the mask read from disk at that size.
+
+    Attributes:
+        threshold_rule: When set (``zsad test`` sets it from its ``--results.threshold_*`` options), :meth:`compute`
+            also chooses image and pixel thresholds per category and reports their F1, precision and recall
+            (:mod:`zsad.metrics.thresholds`).
+        picture_selection: Which images keep their maps for pictures: ``"mixed"`` or ``"worst"``
+            (:class:`~zsad.viz.selection.PictureKeeper`).
     """
 
     def __init__(
@@ -62,6 +72,8 @@ class Evaluator(nn.Module):
         self.images = ImageScoreStore()
         self.pixels = PixelScoreStore(half_precision=half_precision)
         self.native = NativePixelStore()
+        self.threshold_rule: ThresholdRule | None = None
+        self.picture_selection: Selection = "mixed"
         self.reset()
 
     def reset(self, groups: Sequence[Group] | None = None) -> None:
@@ -74,6 +86,7 @@ class Evaluator(nn.Module):
         self._pictures: dict[Group, PictureKeeper] = {}
         self._skipped: list[dict[str, str]] = []
         self._paths: dict[int, str] = {}  # sample index -> image path, for the per-image scores of Results.images
+        self._map_ranges: dict[Group, tuple[float, float]] = {}  # lowest and highest map value per category
 
     def _group_id(self, group: Group) -> int:
         if group not in self._ids:
@@ -94,15 +107,20 @@ class Evaluator(nn.Module):
 
         ``keep_pictures`` images per category keep their maps for pictures (see :mod:`zsad.viz.selection`);
         ``class_names`` name the classes of ``scores.class_map`` in those pictures.
+
+        Raises:
+            NonFiniteScoreError: An image score or map value is NaN or infinite (nothing of the batch is stored).
         """
         size = scores.image_score.shape[0]
         datasets = batch.get("dataset") or [""] * size
+        check_finite(scores, batch, datasets)
         ids = torch.tensor([self._group_id((d, c)) for d, c in zip(datasets, batch["category"], strict=True)])
         indices = batch.get("index")
         if indices is None:  # one process and no dataset index: the order of arrival identifies samples
             start = sum(len(part) for part in self.images.scores)
             indices = torch.arange(start, start + size)
         self.images.update(scores.image_score, batch["label"], ids, indices)
+        self._track_map_ranges(scores.anomaly_map, datasets, batch["category"])
         if batch.get("path") is not None:
             self._paths.update(zip(indices.tolist(), batch["path"], strict=True))
         if self.pixel_metrics and self.resolution == "native":
@@ -113,6 +131,14 @@ class Evaluator(nn.Module):
             self.pixels.update(scores.anomaly_map.float(), batch["mask"], ids, indices)
         if keep_pictures:
             self._keep_pictures(scores, batch, datasets, keep_pictures, tuple(class_names))
+
+    def _track_map_ranges(self, maps: Tensor, datasets: Sequence[str], categories: Sequence[str]) -> None:
+        """Widen each category's lowest and highest map value by this batch's (one device sync per batch)."""
+        flat = maps.detach().reshape(maps.shape[0], -1)
+        lows, highs = flat.amin(dim=1).float().cpu().tolist(), flat.amax(dim=1).float().cpu().tolist()
+        for group, low, high in zip(zip(datasets, categories, strict=True), lows, highs, strict=True):
+            old_low, old_high = self._map_ranges.get(group, (low, high))
+            self._map_ranges[group] = (min(old_low, low), max(old_high, high))
 
     def _keep_pictures(
         self, scores: Scores, batch: dict[str, Any], datasets: list[str], limit: int, class_names: tuple[str, ...]
@@ -137,42 +163,47 @@ class Evaluator(nn.Module):
             )
 
         for i, (dataset, category) in enumerate(zip(datasets, batch["category"], strict=True)):
-            keeper = self._pictures.setdefault((dataset, category), PictureKeeper(limit))
-            keeper.offer(bool(batch["label"][i] != 0), batch["defect_type"][i], partial(picture, i, dataset))
+            keeper = self._pictures.setdefault((dataset, category), PictureKeeper(limit, self.picture_selection))
+            anomalous, score = bool(batch["label"][i] != 0), float(scores.image_score[i])
+            keeper.offer(anomalous, batch["defect_type"][i], partial(picture, i, dataset), score)
 
     def compute(self) -> Results:
         """Metrics per (dataset, category), macro means per dataset and overall; undefined values left out."""
         image_scores = self.images.compute()
+        thresholds = self._thresholds(image_scores)
+        pixel_reasons: dict[Any, dict[str, str]] = {}
         if self.resolution == "native":
-            pixel_values = {
-                group: native_pixel_metrics(maps, masks, self.pixel_metrics, self.fpr_limit)
-                for group, (maps, masks) in self.native.compute().items()
-            }
+            pixel_values = {}
+            for group, (maps, masks) in self.native.compute().items():
+                reasons = pixel_reasons.setdefault(group, {})
+                pixel_values[group] = native_pixel_metrics(maps, masks, self.pixel_metrics, self.fpr_limit, reasons)
         else:
-            pixel_values = compute_pixel_metrics(self.pixels, None, self.pixel_metrics, self.fpr_limit)
+            pixel_values = compute_pixel_metrics(self.pixels, None, self.pixel_metrics, self.fpr_limit, pixel_reasons)
         per_category: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
         counts: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
-        undefined: dict[str, list[str]] = defaultdict(list)
+        undefined: dict[str, dict[str, str]] = defaultdict(dict)
         images: list[ImageScore] = []
         paths = dict(_gather_lists(list(self._paths.items())))
-        for group_id, (scores, labels, indices) in sorted(image_scores.items(), key=lambda item: self.groups[item[0]]):
+        for group_id, stored in sorted(image_scores.items(), key=lambda item: self.groups[item[0]]):
             dataset, category = self.groups[group_id]
+            scores, labels, indices = stored.scores, stored.labels, stored.sample_indices
             images.extend(
                 ImageScore(dataset, category, paths.get(index, ""), min(label, 1), score)
                 for index, label, score in zip(indices.tolist(), labels.tolist(), scores.tolist(), strict=True)
             )
             values = _image_metrics(scores, labels)
+            reasons = {name: image_undefined_reason(labels) for name, value in values.items() if value is None}
             values.update(pixel_values.get(group_id, {}))
+            reasons.update(pixel_reasons.get(group_id, {}))
             for name, value in list(values.items()):
                 if value is None:
-                    undefined[name].append(f"{dataset}/{category}")
+                    undefined[name][f"{dataset}/{category}"] = reasons.get(name, "no value")
                     del values[name]
             per_category[dataset][category] = values  # type: ignore[assignment]
-            counts[dataset][category] = {"normal": int((labels == 0).sum()), "anomalous": int((labels == 1).sum())}
+            counts[dataset][category] = {"normal": int((labels == 0).sum()), "anomalous": int((labels != 0).sum())}
         for name, where in undefined.items():
-            warnings.warn(
-                f"{name} is undefined (only one class present) for {where}; left out of the means.", stacklevel=2
-            )
+            listed = "; ".join(f"{group} ({reason})" for group, reason in where.items())
+            warnings.warn(f"{name} is undefined for {listed}; left out of the means.", stacklevel=2)
         names = [*IMAGE_METRIC_NAMES, *self.pixel_metrics]
         per_dataset = {d: macro_mean(list(cats.values()), names) for d, cats in per_category.items()}
         return Results(
@@ -181,10 +212,76 @@ class Evaluator(nn.Module):
             mean=macro_mean(list(per_dataset.values()), names),
             undefined=dict(undefined),
             counts=dict(counts),
-            skipped=_gather_lists(self._skipped),
+            skipped=_unique(_gather_lists(self._skipped)),
             pictures=[p for group in sorted(self._pictures) for p in self._pictures[group].kept],
             images=images,
+            thresholds=thresholds,
+            map_ranges=self._gathered_map_ranges(),
         )
+
+    def _gathered_map_ranges(self) -> dict[str, dict[str, list[float]]]:
+        """``{dataset: {category: [lowest, highest]}}`` map value, over every process."""
+        ranges: dict[str, dict[str, list[float]]] = defaultdict(dict)
+        for (dataset, category), (low, high) in _gather_lists(list(self._map_ranges.items())):
+            known = ranges[dataset].get(category, [low, high])
+            ranges[dataset][category] = [min(known[0], low), max(known[1], high)]
+        return {dataset: dict(sorted(categories.items())) for dataset, categories in sorted(ranges.items())}
+
+    def _thresholds(self, image_scores: dict[int, Any]) -> dict[str, Any] | None:
+        """Per category, the thresholds :attr:`threshold_rule` chooses and what they give (``None`` without a rule).
+
+        Pixel thresholds are chosen over the category's stored maps (none without pixel metrics).
+        """
+        rule = self.threshold_rule
+        if rule is None or rule.kind == "none":
+            return None
+        pixels: dict[int, Any] = {}
+        if self.pixel_metrics:
+            pixels = self.native.compute() if self.resolution == "native" else self.pixels.compute()
+        per_category: dict[str, dict[str, Any]] = defaultdict(dict)
+        for group_id, stored in sorted(image_scores.items(), key=lambda item: self.groups[item[0]]):
+            dataset, category = self.groups[group_id]
+            maps = masks = None
+            if group_id in pixels:
+                entry = pixels[group_id]
+                maps, masks = entry if isinstance(entry, tuple) else (entry.maps(), entry.masks())
+            per_category[dataset][category] = category_thresholds(
+                rule, (dataset, category), stored.scores, stored.labels, maps, masks
+            )
+            del maps, masks  # one category's maps at a time
+        return thresholds_document(rule, dict(per_category))
+
+
+def check_finite(scores: Scores, batch: dict[str, Any], datasets: Sequence[str]) -> None:
+    """Refuse a batch whose image scores or anomaly maps hold NaN or infinity, naming the first such image.
+
+    No metric is defined for them: NaN has no order, and an infinite pixel leaves the cflow AUPRO no thresholds.
+
+    Raises:
+        NonFiniteScoreError: The message names the image, its category, and what is not finite.
+    """
+    image_scores = scores.image_score.detach().reshape(-1)
+    maps = scores.anomaly_map.detach().reshape(image_scores.numel(), -1)
+    finite = torch.isfinite(image_scores) & torch.isfinite(maps).all(dim=1)
+    if bool(finite.all()):
+        return
+    bad = (~finite).nonzero().flatten().tolist()
+    i = bad[0]
+    paths = batch.get("path")
+    image = f"image '{paths[i]}'" if paths is not None else f"image {i} of the batch"
+    if not bool(torch.isfinite(image_scores[i])):
+        what = f"its image score is {float(image_scores[i])}"
+    else:
+        pixel_map = maps[i]
+        counts = {"NaN": int(pixel_map.isnan().sum()), "inf": int(pixel_map.isinf().sum())}
+        found = " and ".join(f"{count} {kind}" for kind, count in counts.items() if count)
+        what = f"its anomaly map holds {found} of {pixel_map.numel()} pixels"
+    others = f" ({len(bad) - 1} more image(s) of this batch too)" if len(bad) > 1 else ""
+    raise NonFiniteScoreError(
+        f"The model scored {image} ({datasets[i] or 'dataset'}/{batch['category'][i]}) with non-finite values: {what}"
+        f"{others}. No metric is defined for NaN or inf scores. Usually training diverged (lower the learning rate, "
+        f"check the checkpoint) or half precision overflowed (evaluate in 32-bit precision)."
+    )
 
 
 def native_map_and_mask(anomaly_map: Tensor, batch: dict[str, Any], i: int) -> tuple[Tensor, Tensor]:
@@ -201,6 +298,11 @@ def native_map_and_mask(anomaly_map: Tensor, batch: dict[str, Any], i: int) -> t
 def _image_metrics(scores: Tensor, labels: Tensor) -> dict[str, float | None]:
     curves = binary_metrics(scores, labels.clamp(max=1))
     return {name: curves[key] for name, key in _CURVE_KEYS.items()}
+
+
+def _unique(skipped: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Each skipped file once, in first-seen order (the distributed sampler may repeat a sample on two processes)."""
+    return list({(entry["path"], entry["problem"]): entry for entry in skipped}.values())
 
 
 def _gather_lists(local: list[T]) -> list[T]:

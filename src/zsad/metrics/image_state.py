@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -11,17 +11,29 @@ from torchmetrics import Metric
 from zsad.metrics.pixel_state import first_occurrences, state_parts
 
 
-class CategoryScores(NamedTuple):
-    """The stored samples of one category, in sample-index order."""
+class CategoryScores:
+    """The stored samples of one category, in sample-index order, each a ``[N]`` tensor.
 
-    scores: Tensor
-    labels: Tensor
-    sample_indices: Tensor
+    A plain class rather than a named tuple: torchmetrics squeezes every one-element tensor inside the tuples that
+    ``compute`` returns to 0-d, which would turn a category of one image into scalars.
+
+    Attributes:
+        scores: Image scores in float64 (the dtype the scores came in loses nothing in it).
+        labels: int64 labels, 0 normal.
+        sample_indices: int64 global sample indices.
+    """
+
+    __slots__ = ("labels", "sample_indices", "scores")
+
+    def __init__(self, scores: Tensor, labels: Tensor, sample_indices: Tensor) -> None:
+        self.scores, self.labels, self.sample_indices = scores, labels, sample_indices
 
 
 class ImageScoreStore(Metric):
     """Keeps one anomaly score, label, category id and global sample index per image.
 
+    Scores are stored in float64, which holds float16, bfloat16, float32 and float64 scores exactly: float64 scores
+    closer together than float32's resolution stay apart, so ties (and AUROC) are those of the model's own values.
     Samples that the ``DistributedSampler`` repeats to pad the last batches are counted once (by sample index).
     """
 
@@ -41,7 +53,7 @@ class ImageScoreStore(Metric):
 
     def update(self, scores: Tensor, labels: Tensor, category_ids: Tensor, sample_indices: Tensor) -> None:
         """Add one batch of ``[B]`` tensors."""
-        self.scores.append(scores.detach().float().reshape(-1))
+        self.scores.append(scores.detach().to(torch.float64).reshape(-1))
         self.labels.append(labels.detach().long().reshape(-1))
         self.category_ids.append(category_ids.detach().long().reshape(-1).to(self.scores[-1].device))
         self.sample_indices.append(sample_indices.detach().long().reshape(-1).to(self.scores[-1].device))

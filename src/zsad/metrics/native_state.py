@@ -16,7 +16,14 @@ from torchmetrics import Metric
 
 from zsad.metrics.aupro import aupro_cflow, aupro_exact, connected_regions
 from zsad.metrics.curves import binary_metrics
-from zsad.metrics.pixel_state import CURVE_METRICS, first_occurrences, pack_masks, state_parts, unpack_masks
+from zsad.metrics.pixel_state import (
+    CURVE_METRICS,
+    first_occurrences,
+    pack_masks,
+    state_parts,
+    undefined_reasons,
+    unpack_masks,
+)
 
 
 class NativePixelStore(Metric):
@@ -70,13 +77,20 @@ class NativePixelStore(Metric):
 
 
 def native_pixel_metrics(
-    maps: list[Tensor], masks: list[Tensor], metrics: tuple[str, ...], fpr_limit: float = 0.3
+    maps: list[Tensor],
+    masks: list[Tensor],
+    metrics: tuple[str, ...],
+    fpr_limit: float = 0.3,
+    reasons: dict[str, str] | None = None,
 ) -> dict[str, float | None]:
-    """Pixel metrics over images of (possibly) different sizes; regions never span two images."""
+    """Pixel metrics over images of (possibly) different sizes; regions never span two images.
+
+    ``reasons``, if given, receives why each undefined (``None``) value is undefined.
+    """
     scores = torch.cat([m.reshape(-1) for m in maps])
     regions, offset = [], 0
     for mask in masks:
-        labelled = connected_regions(mask).long()
+        labelled = connected_regions(torch.atleast_2d(mask)).long()  # a 1 x 1 image's mask may come back 0-d
         regions.append(torch.where(labelled > 0, labelled + offset, labelled).reshape(-1))
         offset += int(labelled.max())
     region_ids = torch.cat(regions)
@@ -88,4 +102,6 @@ def native_pixel_metrics(
         values["pixel_aupro"] = aupro_exact(scores, None, fpr_limit, regions=region_ids)
     if "pixel_aupro_cflow" in metrics:
         values["pixel_aupro_cflow"] = aupro_cflow(scores, None, fpr_limit, regions=region_ids)
+    if reasons is not None:
+        reasons.update(undefined_reasons(values, scores, region_ids > 0, fpr_limit))
     return values

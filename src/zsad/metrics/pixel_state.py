@@ -22,6 +22,7 @@ from torchmetrics import Metric
 
 from zsad.metrics.aupro import aupro_cflow, aupro_exact
 from zsad.metrics.curves import binary_metrics
+from zsad.metrics.undefined import pixel_undefined_reason
 
 CURVE_METRICS = {"pixel_auroc": "auroc", "pixel_ap": "average_precision", "pixel_f1max": "f1_max"}
 """Pixel metric name -> key of :func:`~zsad.metrics.curves.binary_metrics` (all three come from one sort)."""
@@ -136,6 +137,7 @@ def compute_pixel_metrics(
     names: Sequence[str] | Mapping[int, str] | None = None,
     metrics: Sequence[str] = PIXEL_METRIC_NAMES,
     fpr_limit: float = 0.3,
+    reasons: dict[Any, dict[str, str]] | None = None,
 ) -> dict[str | int, dict[str, float | None]]:
     """Every requested pixel metric per category, one category in memory at a time.
 
@@ -144,6 +146,8 @@ def compute_pixel_metrics(
         names: Category name per id (a sequence indexed by id, or a mapping); ``None`` keys the result by id.
         metrics: Names from :data:`PIXEL_METRIC_NAMES`.
         fpr_limit: FPR limit of both AUPRO variants.
+        reasons: If given, filled like the result with why each undefined (``None``) value is undefined
+            (:func:`~zsad.metrics.undefined.pixel_undefined_reason`), e.g. ``{"bottle": {"pixel_aupro": "..."}}``.
 
     Returns:
         ``{category: {metric: value}}``; a value is ``None`` where the metric is undefined for that category.
@@ -162,9 +166,23 @@ def compute_pixel_metrics(
             values["pixel_aupro"] = aupro_exact(maps, masks, fpr_limit)
         if "pixel_aupro_cflow" in metrics:
             values["pixel_aupro_cflow"] = aupro_cflow(maps, masks, fpr_limit)
+        key = category_id if names is None else names[category_id]
+        if reasons is not None:
+            reasons[key] = undefined_reasons(values, maps, masks, fpr_limit)
         del maps, masks  # free this category before gathering the next
-        results[category_id if names is None else names[category_id]] = values
+        results[key] = values
     return results
+
+
+def undefined_reasons(
+    values: Mapping[str, float | None], scores: Tensor, positive: Tensor, fpr_limit: float
+) -> dict[str, str]:
+    """Why each ``None`` of ``values`` is undefined, for these pixel scores and masks (true = anomalous)."""
+    return {
+        name: pixel_undefined_reason(name, scores, positive, fpr_limit)
+        for name, value in values.items()
+        if value is None
+    }
 
 
 def state_parts(state: list[Tensor] | Tensor) -> list[Tensor]:

@@ -12,7 +12,9 @@ block; before every later block that has its own learned tokens, the slot become
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -52,13 +54,71 @@ MVTEC_DEFECT_WORDS: tuple[str, ...] = (
 
 DEFECT_VOCABULARIES: dict[str, tuple[str, ...]] = {
     "mvtec": MVTEC_DEFECT_WORDS,
-    # The two lists below are NOT DAPO's test lists (methods.md does not give them): they are the defect folder
-    # names of each benchmark, written as words. Datasets that name no defect types (VisA's 1cls split, BTAD,
-    # the medical sets) are best scored with the "mvtec" words.
-    "mpdd": ("hole", "scratches", "flattening", "mismatch", "defective painting", "rust"),
+    # The official test script's own word list per dataset (methods.md §9), in its order. Its MVTec list is not
+    # the training list: it names the MVTec folder words instead of their synonyms.
+    "mvtec_test": (
+        "bent",
+        "broken",
+        "color",
+        "combined",
+        "contamination",
+        "crack",
+        "cut",
+        "fabric",
+        "faulty imprint",
+        "glue",
+        "hole",
+        "missing",
+        "poke",
+        "rough",
+        "scratch",
+        "squeeze",
+        "thread",
+        "liquid",
+        "misplaced",
+        "damaged",
+    ),
+    "visa": (
+        "damage",
+        "scratch",
+        "breakage",
+        "burnt",
+        "irregular wick",
+        "stuck",
+        "crack",
+        "wrong place",
+        "partical",  # sic: the official spelling, which the official tokenizer sees
+        "bubble",
+        "melded",
+        "hole",
+        "melt",
+        "bent",
+        "spot",
+        "extra",
+        "chip",
+        "missing",
+    ),
+    "mpdd": ("hole", "scratch", "bent", "rust", "flattening", "mismatch", "defective painting"),
+    "mvtec_loco": ("misplaced", "damaged"),
+    "mad_real": ("stains", "missing"),
+    "mad_sim": ("missing", "stains", "burrs"),
+    "realiad": ("hole", "deformed", "scratch", "damage", "missing parts", "contamination"),
+    # Not DAPO's: zsad's own lists, the defect folder names of each benchmark written as words.
+    "mpdd_folders": ("hole", "scratches", "flattening", "mismatch", "defective painting", "rust"),
     "mvtec3d": ("bent", "color", "combined", "contamination", "crack", "cut", "hole", "open", "thread"),
 }
-"""Named defect vocabularies; ``DAPOPrompt(vocabulary="mpdd")`` picks one, a list of words gives a custom one."""
+"""Named defect vocabularies; ``DAPOPrompt(vocabulary="mpdd")`` picks one, a list of words gives a custom one.
+
+``mvtec`` is the training list; ``mvtec_test``, ``visa``, ``mpdd``, ``mvtec_loco``, ``mad_real``, ``mad_sim`` and
+``realiad`` are the lists the official test script uses for each dataset; ``mpdd_folders`` and ``mvtec3d`` are
+zsad's (folder names as words). Datasets without a list (BTAD, KSDD, the medical sets) are best scored with the
+training words.
+"""
+
+ContextAverage = Literal["projected", "normalized"]
+"""How the ``prompt_count`` embeddings of a class combine: the mean of the projected embeddings, then normalised
+(``"projected"``, the official code), or the mean of the unit embeddings, then normalised (``"normalized"``)."""
+CONTEXT_AVERAGES: tuple[str, ...] = get_args(ContextAverage)
 
 
 def resolve_vocabulary(vocabulary: str | Sequence[str]) -> tuple[str, ...]:
@@ -118,21 +178,30 @@ class PoolAtOriginalEOT:
 class DAPOPrompt(PromptSynthesizer):
     """DAPO defect-aware hybrid prompts: normal + one class per defect word, deep text and visual tokens.
 
-    Learned parameters (initialised from N(mean, std²) of the token-embedding table, scalar mean and std):
-    ``normal_context`` / ``anomaly_context`` ``[prompt_count, n_ctx, W]``, ``text_deep`` ``[text_deep_layers,
-    deep_length, W]`` and ``vision_deep`` ``[vision_deep_layers, deep_length, vision_width]``. None depends on the
-    vocabulary, so a trained model can be tested with another dataset's words.
+    Learned parameters: ``normal_context`` / ``anomaly_context`` ``[prompt_count, n_ctx, W]`` and ``text_deep``
+    ``[text_deep_layers, deep_length, W]``, drawn as the official code draws them, from N(mean, std²) with the
+    per-dimension mean and std of the token-embedding table; ``vision_deep`` ``[vision_deep_layers, deep_length,
+    vision_width]``, uniform in ``±sqrt(6 / (3 · patch² + vision_width))``. None depends on the vocabulary, so a
+    trained model can be tested with another dataset's words.
 
-    Official quirks, each a flag (the defaults reproduce the official code):
+    Official behaviour, each a flag (the defaults reproduce the official code):
 
     - ``text_causal_mask=False``: the learned prompts run through the text transformer without CLIP's causal
       mask, so every token (padding included) attends to every other. ``True`` is stock CLIP.
     - ``pool_at_original_eot=True``: the inserted deep text tokens are never removed, yet pooling uses the EOT
       index of the un-inserted prompt, i.e. the token ``deep_length`` positions before the real EOT. ``False``
       pools at the real (shifted) EOT.
+    - ``context_average="projected"``: the ``prompt_count`` projected embeddings of a class are averaged as they
+      are, then normalised. ``"normalized"`` normalises each before the average, so that every set weighs the same.
+    - ``test_vocabulary``: the official test script scores each dataset with its own word list, not the training
+      one; the words switch with the mode (``train()`` / ``eval()``).
 
     Args:
-        vocabulary: Defect words, or a preset name of :data:`DEFECT_VOCABULARIES` (default ``"mvtec"``: §9's 20).
+        vocabulary: Defect words while training, or a preset name of :data:`DEFECT_VOCABULARIES` (default
+            ``"mvtec"``: §9's 20).
+        test_vocabulary: Defect words in eval mode (validation, test, inference), or a preset name; ``None``
+            (default) keeps ``vocabulary``. The official test script uses the tested dataset's list
+            (``mvtec_test``, ``visa``, ``mpdd``, ...).
         prompt_count: Independent learnable context sets whose embeddings are averaged (DAPO: 10).
         n_ctx: Learnable context tokens per prompt (DAPO: 5).
         normal_template: Fixed words after the normal context.
@@ -144,8 +213,11 @@ class DAPOPrompt(PromptSynthesizer):
         blend: Weight of the previous block's output in the deep-token slot (DAPO: 0.01).
         vision_width: Width of the image tower; ``None`` (default) takes it from the backbone. A configured value
             that does not match raises :class:`~zsad.errors.ConfigError` at the first forward.
-        text_causal_mask: See the quirks above (official: ``False``).
-        pool_at_original_eot: See the quirks above (official: ``True``).
+        vision_patch_size: Patch side of the image tower, for the visual tokens' initial range; ``None`` (default)
+            takes it from the backbone.
+        text_causal_mask: See above (official: ``False``).
+        pool_at_original_eot: See above (official: ``True``).
+        context_average: See above (official: ``"projected"``).
         text_checkpointing: Recompute the text blocks in the backward pass instead of storing their activations.
             The 210 full-length prompts of the preset keep about 10 GB of text activations per step at
             ViT-L/14 size; this trades them for one more text forward. The values and gradients are the same.
@@ -156,6 +228,7 @@ class DAPOPrompt(PromptSynthesizer):
     def __init__(
         self,
         vocabulary: str | list[str] = "mvtec",
+        test_vocabulary: str | list[str] | None = None,
         prompt_count: int = 10,
         n_ctx: int = 5,
         normal_template: str = "flawless object",
@@ -165,8 +238,10 @@ class DAPOPrompt(PromptSynthesizer):
         deep_length: int = 4,
         blend: float = 0.01,
         vision_width: int | None = None,
+        vision_patch_size: int | None = None,
         text_causal_mask: bool = False,
         pool_at_original_eot: bool = True,
+        context_average: ContextAverage = "projected",
         text_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -175,6 +250,7 @@ class DAPOPrompt(PromptSynthesizer):
             ("n_ctx", n_ctx, 1),
             ("deep_length", deep_length, 1),
             ("vision_width", 1 if vision_width is None else vision_width, 1),
+            ("vision_patch_size", 1 if vision_patch_size is None else vision_patch_size, 1),
             ("text_deep_layers", text_deep_layers, 0),
             ("vision_deep_layers", vision_deep_layers, 0),
         ):
@@ -184,62 +260,104 @@ class DAPOPrompt(PromptSynthesizer):
             raise ConfigError(f"anomaly_template='{anomaly_template}' needs a '{{}}' where the defect word goes.")
         if not 0.0 <= blend <= 1.0:
             raise ConfigError(f"blend={blend} must lie in [0, 1].")
+        if context_average not in CONTEXT_AVERAGES:
+            raise ConfigError(f"context_average='{context_average}' is unknown; use one of {list(CONTEXT_AVERAGES)}.")
         self.words = resolve_vocabulary(vocabulary)
+        self.test_words = self.words if test_vocabulary is None else resolve_vocabulary(test_vocabulary)
         self.prompt_count = prompt_count
         self.n_ctx = n_ctx
-        self.templates = (normal_template, *(anomaly_template.format(word) for word in self.words))
+        self.normal_template = normal_template
+        self.anomaly_template = anomaly_template
         self.text_deep_layers = text_deep_layers
         self.vision_deep_layers = vision_deep_layers
         self.deep_length = deep_length
         self.blend = blend
         self.vision_width = vision_width
+        self.vision_patch_size = vision_patch_size
         self.text_causal_mask = text_causal_mask
         self.pool_at_original_eot = pool_at_original_eot
+        self.context_average = context_average
         self.text_checkpointing = text_checkpointing
 
     @property
+    def active_words(self) -> tuple[str, ...]:
+        """The defect words of the current mode: ``vocabulary`` while training, ``test_vocabulary`` in eval mode."""
+        return self.words if self.training else self.test_words
+
+    @property
     def class_names(self) -> tuple[str, ...]:
-        """``("normal", *defect words)``: class 0 is normal, class ``1 + i`` is the i-th defect word."""
-        return ("normal", *self.words)
+        """``("normal", *active words)``: class 0 is normal, class ``1 + i`` is the i-th defect word."""
+        return ("normal", *self.active_words)
+
+    def templates(self, words: Sequence[str]) -> tuple[str, ...]:
+        """The fixed words of each class's prompt: the normal template, then one anomaly template per word."""
+        return (self.normal_template, *(self.anomaly_template.format(word) for word in words))
 
     def setup_backbone(self, backbone: Backbone) -> None:
-        """Take the image tower's width for the visual tokens, unless configured."""
+        """Take the image tower's width and patch size for the visual tokens, unless configured."""
         if self.vision_width is None:
             self.vision_width = backbone.vision_width
+        if self.vision_patch_size is None:
+            patch = getattr(backbone, "patch_size", None)
+            self.vision_patch_size = int(patch[0]) if patch is not None else None
 
     def setup(self, text: TextEncoder) -> None:
-        """Tokenise the templates and create the learnable tokens."""
+        """Tokenise the templates of both vocabularies and create the learnable tokens."""
         if hasattr(self, "normal_context"):
             return
         if self.text_deep_layers > text.depth:
             raise ConfigError(
                 f"text_deep_layers={self.text_deep_layers} exceeds the {text.depth} blocks of the text tower."
             )
-        prefix = " ".join([PLACEHOLDER] * self.n_ctx)
-        token_ids = text.tokenize([f"{prefix} {template}" for template in self.templates])
+        for prefix, words in (("", self.words), ("test_", self.test_words)):
+            embeddings, eot = self._tokenize(text, words)
+            self.register_buffer(f"{prefix}template_embeddings", embeddings, persistent=False)
+            self.register_buffer(f"{prefix}eot", eot, persistent=False)
         with torch.no_grad():
-            self.register_buffer("template_embeddings", text.embed_tokens(token_ids), persistent=False)
             table = text.token_embedding.weight
-            mean, std = float(table.mean()), float(table.std())
-        self.register_buffer("eot", text.eot_positions(token_ids), persistent=False)
+            mean, std = table.mean(dim=0), table.std(dim=0)  # per dimension, as the official code draws them
 
-        def init(*shape: int) -> nn.Parameter:
-            return nn.Parameter(torch.randn(*shape) * std + mean)
+        def from_table(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape, device=table.device) * std + mean)
 
-        self.normal_context = init(self.prompt_count, self.n_ctx, text.width)
-        self.anomaly_context = init(self.prompt_count, self.n_ctx, text.width)
-        self.text_deep = init(self.text_deep_layers, self.deep_length, text.width) if self.text_deep_layers else None
-        has_vision = self.vision_deep_layers > 0
-        if has_vision and self.vision_width is None:
-            raise ConfigError("vision_width is unknown: set it, or build the prompt inside a ZSADModule.")
-        self.vision_deep = init(self.vision_deep_layers, self.deep_length, self.vision_width) if has_vision else None
+        self.normal_context = from_table(self.prompt_count, self.n_ctx, text.width)
+        self.anomaly_context = from_table(self.prompt_count, self.n_ctx, text.width)
+        deep = self.text_deep_layers
+        self.text_deep = from_table(deep, self.deep_length, text.width) if deep else None
+        self.vision_deep = self._visual_tokens(table.device) if self.vision_deep_layers else None
 
-    def prompt_embeddings(self) -> Tensor:
+    def _tokenize(self, text: TextEncoder, words: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Token embeddings ``[C, L, W]`` and EOT positions ``[C]`` of the templates, ``n_ctx`` placeholders first."""
+        prefix = " ".join([PLACEHOLDER] * self.n_ctx)
+        token_ids = text.tokenize([f"{prefix} {template}" for template in self.templates(words)])
+        with torch.no_grad():
+            return text.embed_tokens(token_ids), text.eot_positions(token_ids)
+
+    def _visual_tokens(self, device: torch.device) -> nn.Parameter:
+        """``[vision_deep_layers, deep_length, vision_width]`` tokens, uniform as the official code draws them."""
+        if self.vision_width is None or self.vision_patch_size is None:
+            raise ConfigError(
+                "vision_width or vision_patch_size is unknown: set both, or build the prompt inside a ZSADModule."
+            )
+        bound = math.sqrt(6.0 / (3 * self.vision_patch_size**2 + self.vision_width))
+        shape = (self.vision_deep_layers, self.deep_length, self.vision_width)
+        return nn.Parameter(torch.empty(shape, device=device).uniform_(-bound, bound))
+
+    def active_templates(self) -> tuple[Tensor, Tensor]:
+        """Template embeddings ``[C, L, W]`` and EOT positions ``[C]`` of the current mode's vocabulary."""
+        if self.training:
+            return self.template_embeddings, self.eot
+        return self.test_template_embeddings, self.test_eot
+
+    def prompt_embeddings(self, templates: Tensor | None = None) -> Tensor:
         """``[prompt_count * C, L, W]`` template embeddings with each set's contexts spliced in after SOS.
 
         Rows are set-major: row ``s * C + c`` is class ``c`` of context set ``s``.
+
+        Args:
+            templates: ``[C, L, W]`` template embeddings; ``None`` takes the current mode's.
         """
-        templates = self.template_embeddings
+        templates = self.active_templates()[0] if templates is None else templates
         sets, classes = self.prompt_count, templates.shape[0]
         anomaly = self.anomaly_context.unsqueeze(1).expand(-1, classes - 1, -1, -1)
         contexts = torch.cat([self.normal_context.unsqueeze(1), anomaly], dim=1).to(templates.dtype)
@@ -263,14 +381,17 @@ class DAPOPrompt(PromptSynthesizer):
     def forward(self, features: Features, text: TextEncoder) -> TextFeatures:
         """Encode every (set, class) prompt, average each class over the sets: ``[1, C, D]``, shared by the batch.
 
-        Each prompt embedding is L2-normalised before the average and the average is normalised again.
+        With ``context_average="projected"`` the projected embeddings are averaged, then normalised; with
+        ``"normalized"`` each is normalised first.
         """
+        templates, eot = self.active_templates()
         encoded = text(
-            self.prompt_embeddings(),
-            self.eot.repeat(self.prompt_count),
+            self.prompt_embeddings(templates),
+            eot.repeat(self.prompt_count),
             deep_prompts=self.text_prompt_hook(),
             causal=self.text_causal_mask,
+            normalize=self.context_average == "normalized",
             checkpoint=self.text_checkpointing,
         )
-        per_set = encoded.view(self.prompt_count, len(self.templates), -1)
+        per_set = encoded.view(self.prompt_count, templates.shape[0], -1)
         return TextFeatures(embeddings=l2_normalize(per_set.mean(dim=0)).unsqueeze(0), class_names=self.class_names)

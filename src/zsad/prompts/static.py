@@ -27,8 +27,9 @@ class StaticPrompt(PromptSynthesizer):
         anomaly_suffix: Fixed words after the anomaly context.
         deep_depth: AnomalyCLIP's ``depth``: deep prompts at 1-based text layers 2..depth; 1 or less disables.
         deep_length: Tokens per deep prompt (AnomalyCLIP: 4).
-        round_deep_to_fp16: Round deep prompts to fp16 before use, as the official code does (moves maps by up
-            to ~3e-5); ``False`` keeps full precision.
+        round_deep_to_fp16: Round each prompt's copy of the deep prompts to fp16 before use, as the official code
+            does (moves maps by up to ~3e-5; gradients are rounded per prompt, as there); ``False`` keeps full
+            precision.
         init_std: Standard deviation of the normal initialisation.
     """
 
@@ -89,8 +90,10 @@ class StaticPrompt(PromptSynthesizer):
         """Deep prompt hook for the text tower, or ``None`` without deep prompts."""
         if not self.num_deep_layers:
             return None
-        deep = self.deep.half().to(self.deep.dtype) if self.round_deep_to_fp16 else self.deep
-        return OverwriteDeepPrompts(list(deep), first_layer=1, position=1)
+        # each prompt's copy is rounded, not the shared tensor: the same values, and the official gradient
+        return OverwriteDeepPrompts(
+            list(self.deep), first_layer=1, position=1, round_copies_to_fp16=self.round_deep_to_fp16
+        )
 
     def forward(self, features: Features, text: TextEncoder) -> TextFeatures:
         """Encode the two prompts; the result is shared by every image in the batch."""

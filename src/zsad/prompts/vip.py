@@ -151,10 +151,14 @@ class ViPPrompt(PromptSynthesizer):
         if self.use_fgp:
             self.fgp = FineGrainedPerception(embed_dim, **self.fgp_options)
 
+    def sentences(self) -> list[str]:
+        """The normal and the anomaly sentence, "X..X <word> X..X", whose placeholders take the learned tokens."""
+        placeholders = [PLACEHOLDER] * self.n_ctx, [PLACEHOLDER] * self.n_class_tokens
+        return [" ".join([*placeholders[0], word, *placeholders[1]]) for word in self.state_words]
+
     def _register_templates(self, text: TextEncoder) -> None:
         """Token embeddings of "X..X <word> X..X" per state, each state word's token count and EOT position."""
-        placeholders = [PLACEHOLDER] * self.n_ctx, [PLACEHOLDER] * self.n_class_tokens
-        sentences = [" ".join([*placeholders[0], word, *placeholders[1]]) for word in self.state_words]
+        sentences = self.sentences()
         token_ids = text.tokenize(sentences)
         eot = text.eot_positions(token_ids)
         word_lengths = [int(e) - 1 - self.n_ctx - self.n_class_tokens for e in eot]

@@ -1,43 +1,77 @@
 """One figure per test image: image | ground truth | anomaly-map overlay | binarised prediction [| defect type].
 
-The prediction panel shows the map binarised at the **F1-optimal pixel threshold of the pictured images of the
-image's category**: the threshold is searched over the maps and masks of the pictures kept for that category (all
-the pixels the pictures show), not over every test pixel of the category. The evaluator keeps only a sample of
-maps, so the threshold of the full category would need a second pass over its stored maps; the kept sample mixes
-normal and anomalous images (see :mod:`zsad.viz.selection`), and every figure names the rule in its title.
+The overlay is drawn on a fixed :class:`~zsad.viz.scales.MapScale` (one per run, or per category), with a colour
+bar labelled in map values. The prediction panel shows the map binarised at the category's pixel threshold:
+
+* the **run's threshold** when ``zsad test`` chose thresholds (``--results.threshold_rule``; see
+  :mod:`zsad.metrics.thresholds`): the title names the rule and says when it was tuned on the target set;
+* otherwise the **F1-optimal pixel threshold of the pictured images of the category** (all the pixels the pictures
+  show, not every test pixel of the category; the title says so, and that it uses the test labels).
 
 For methods with defect classes (DAPO's ``Scores.class_map``), a fifth panel colours each predicted-anomalous pixel
 by its predicted defect type, with a legend of the defect words; predicted-anomalous pixels that the head left
 without a type (its own ``class_threshold`` not reached) are grey.
+
+Each figure stores what it shows as PNG text entries (``zsad:path``, ``zsad:score``, ``zsad:scale_low``, ...),
+which the result gallery (``zsad report --html``) reads back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from PIL import Image
 from torch import Tensor
 
 from zsad.data.transforms import ImageTransform
-from zsad.metrics.curves import threshold_sweep
 from zsad.metrics.results import Picture
-from zsad.viz.overlay import RGB, LegendEntry, Panel, heat_overlay, mask_image, panel_row, to_uint8_image
+from zsad.metrics.thresholds import TARGET_NOTE
+from zsad.metrics.thresholds import f1_optimal_threshold as _f1_optimal_threshold
+from zsad.viz.overlay import (
+    RGB,
+    ColourBar,
+    Figure,
+    LegendEntry,
+    Panel,
+    compose_figure,
+    heat_overlay,
+    mask_image,
+    to_uint8_image,
+)
+from zsad.viz.scales import MapScale
 
 UNTYPED_COLOUR: RGB = (128, 128, 128)
 UNTYPED = "no type (below the head's class threshold)"
 PREDICTION_CAPTION = "prediction"
 DEFECT_CAPTION = "defect type"
+INFO_PREFIX = "zsad:"
+"""Prefix of the PNG text entries a figure carries."""
+
+
+@dataclass(frozen=True)
+class Binarisation:
+    """The pixel threshold of a figure's prediction panel and the words that say where it comes from.
+
+    Attributes:
+        threshold: The threshold (``None``: nothing is predicted).
+        rule: How it was chosen, for the title.
+        image_threshold: The category's image threshold, for the caption's predicted label (``None``: no label).
+    """
+
+    threshold: float | None
+    rule: str
+    image_threshold: float | None = None
 
 
 def f1_optimal_threshold(maps: Tensor, masks: Tensor) -> float | None:
     """The map value ``t`` whose prediction ``map >= t`` has the highest pixel F1 against the masks.
 
-    Ties in F1 go to the highest such threshold. Uses the exact sweep of :mod:`zsad.metrics.curves`, so the
-    threshold is the one behind the ``pixel_f1max`` of the same pixels.
+    Ties in F1 go to the highest such threshold; the threshold behind ``pixel_f1max`` of the same pixels
+    (:func:`zsad.metrics.thresholds.f1_optimal_threshold`).
 
     Args:
         maps: Anomaly maps of any shape.
@@ -46,30 +80,15 @@ def f1_optimal_threshold(maps: Tensor, masks: Tensor) -> float | None:
     Returns:
         The threshold, or ``None`` when the masks hold no anomalous pixel or no normal one.
     """
-    scores = maps.detach().float().cpu().reshape(-1)
-    positive = _foreground(masks).reshape(-1)
-    num_positive = int(positive.sum())
-    if num_positive in (0, positive.numel()):
-        return None
-    best_f1, best_rank, rank = -1.0, 0, 0
-    for groups in threshold_sweep(scores, positive):  # distinct scores, highest first
-        true_positive = groups.positive_above + groups.positive
-        predicted = true_positive + groups.negative_above + groups.negative
-        f1 = 2 * true_positive / (predicted + num_positive)
-        top = int(np.argmax(f1))
-        if f1[top] > best_f1:
-            best_f1, best_rank = float(f1[top]), rank + top
-        rank += f1.size
-    distinct = torch.unique(scores).flip(0)  # the sweep's thresholds, highest first
-    return float(distinct[best_rank])
+    return _f1_optimal_threshold(maps, masks)
 
 
-def threshold_rule(threshold: float | None, pictured: int, category: str) -> str:
-    """The title line that says how the prediction panel was binarised."""
+def pictured_rule(threshold: float | None, pictured: int, category: str) -> Binarisation:
+    """The fallback binarisation: the F1-optimal threshold over a category's pictured images."""
     where = f"the {pictured} pictured image(s) of {category}"
     if threshold is None:
-        return f"prediction: no threshold (no defect pixels, or only defect pixels, among {where})"
-    return f"prediction: map >= {threshold:.4g}, the F1-optimal pixel threshold over {where}"
+        return Binarisation(None, f"no threshold (no defect pixels, or only defect pixels, among {where})")
+    return Binarisation(threshold, f"F1-optimal over {where} ({TARGET_NOTE})")
 
 
 def class_colour(index: int) -> RGB:
@@ -105,14 +124,14 @@ def defect_type_panel(
 
 
 def picture_panels(
-    picture: Picture, threshold: float | None, vmax: float, transform: ImageTransform
+    picture: Picture, threshold: float | None, scale: MapScale, transform: ImageTransform
 ) -> tuple[list[Panel], list[LegendEntry]]:
     """The captioned panels of one picture (four, or five with a class map) and the defect legend.
 
     Args:
         picture: A kept test image with its maps.
         threshold: Binarisation threshold of the prediction panel (``None``: nothing is predicted).
-        vmax: Map value drawn at the top of the colour scale (shared within a category).
+        scale: Colour scale of the overlay (shared by a run, or a category).
         transform: The transform that normalised the image (to undo it).
     """
     image = to_uint8_image(transform.denormalize(picture.image))
@@ -121,7 +140,7 @@ def picture_panels(
     panels = [
         ("image", image),
         ("ground truth", mask_image(picture.mask.float().numpy())),
-        ("anomaly map", heat_overlay(image, anomaly_map, vmax=vmax)),
+        ("anomaly map", heat_overlay(image, anomaly_map, scale)),
         (PREDICTION_CAPTION, mask_image(predicted)),
     ]
     legend: list[LegendEntry] = []
@@ -131,28 +150,55 @@ def picture_panels(
     return panels, legend
 
 
+def label_words(label: int) -> str:
+    """``"anomalous"`` or ``"normal"``."""
+    return "anomalous" if label else "normal"
+
+
+def caption(picture: Picture, binarisation: Binarisation) -> list[str]:
+    """The title lines: image, ground truth, score (and predicted label), then the binarisation rule."""
+    name = Path(picture.path)
+    where = f"{picture.dataset}/{picture.category}" if picture.dataset else picture.category
+    first = f"{where}  {name.parent.name}/{name.name}  {label_words(picture.label)}  score {picture.score:.4g}"
+    if binarisation.image_threshold is not None:
+        predicted = label_words(int(picture.score >= binarisation.image_threshold))
+        first += f"  predicted {predicted} (image t {binarisation.image_threshold:.4g})"
+    if binarisation.threshold is None:
+        return [first, f"prediction: {binarisation.rule}"]
+    return [first, f"prediction: map >= {binarisation.threshold:.4g}, {binarisation.rule}"]
+
+
+def picture_info(picture: Picture, binarisation: Binarisation, scale: MapScale) -> dict[str, str]:
+    """The PNG text entries of a figure: what it shows, for tools that read figures back (the gallery)."""
+    values = {
+        "path": picture.path,
+        "dataset": picture.dataset,
+        "category": picture.category,
+        "defect_type": picture.defect_type,
+        "label": str(picture.label),
+        "score": repr(float(picture.score)),
+        "scale_low": repr(scale.low),
+        "scale_high": repr(scale.high),
+        "scale_rule": scale.rule,
+        "pixel_threshold": "" if binarisation.threshold is None else repr(binarisation.threshold),
+        "image_threshold": "" if binarisation.image_threshold is None else repr(binarisation.image_threshold),
+        "threshold_rule": binarisation.rule,
+    }
+    return {f"{INFO_PREFIX}{key}": value for key, value in values.items()}
+
+
 def render_picture(
-    picture: Picture, threshold: float | None, vmax: float, transform: ImageTransform, pictured: int
+    picture: Picture, binarisation: Binarisation, scale: MapScale, transform: ImageTransform
 ) -> Image.Image:
-    """The figure of one picture: its panels, a title naming the image and the threshold rule, the legend.
+    """The figure of one picture: its panels, a caption, the colour bar (threshold marked) and the legend.
 
     Args:
         picture: A kept test image with its maps.
-        threshold: F1-optimal threshold of its category's pictures (see :func:`f1_optimal_threshold`).
-        vmax: Top of the category's colour scale.
+        binarisation: The pixel threshold of the prediction panel, its rule, and the image threshold.
+        scale: Colour scale of the overlay.
         transform: The transform that normalised the image.
-        pictured: How many pictures of the category the threshold was searched over (for the title).
     """
-    panels, legend = picture_panels(picture, threshold, vmax, transform)
-    name = Path(picture.path)
-    where = f"{picture.dataset}/{picture.category}" if picture.dataset else picture.category
-    title = [
-        f"{where}  {name.parent.name}/{name.name}  image score {picture.score:.3f}",
-        threshold_rule(threshold, pictured, picture.category),
-    ]
-    return panel_row(panels, title, legend)
-
-
-def _foreground(masks: Tensor) -> Tensor:
-    masks = masks.detach().cpu()
-    return masks if masks.dtype == torch.bool else masks.float() > 0.5
+    panels, legend = picture_panels(picture, binarisation.threshold, scale, transform)
+    bar = ColourBar(scale, binarisation.threshold, f"map value ({scale.rule_words()})")
+    info = picture_info(picture, binarisation, scale)
+    return compose_figure(Figure(panels, caption(picture, binarisation), bar, legend, info))

@@ -18,6 +18,7 @@ A fit resumed with ``--ckpt_path last`` continues the interrupted run step for s
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from zsad.checkpoints.files import LATEST_LINK
+from zsad.errors import ConfigError
 from zsad.workflow.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -155,9 +158,18 @@ def resumable_trainer_options(trainer_config: dict[str, Any]) -> dict[str, Any]:
     """``plugins`` and ``callbacks`` for a trainer config, with zsad's checkpoint defaults added where missing.
 
     Adds :class:`AtomicCheckpointIO` unless a checkpoint I/O plugin is configured or the strategy shards its own
-    checkpoints (FSDP, DeepSpeed), and :class:`RNGStateCheckpoint` unless one is configured.
+    checkpoints (FSDP, DeepSpeed), :class:`RNGStateCheckpoint` unless one is configured, a ``ModelCheckpoint`` that
+    keeps ``last.ckpt`` when checkpointing is on and none is configured, and :class:`FreshCheckpointFolder` and
+    :class:`LatestCheckpointLink` (each fit's checkpoints in its own folder, ``<default_root_dir>/last.ckpt`` the
+    newest).
     """
     plugins, callbacks = _as_list(trainer_config.get("plugins")), _as_list(trainer_config.get("callbacks"))
+    checkpointing = trainer_config.get("enable_checkpointing") is not False
+    if checkpointing and not any(isinstance(callback, ModelCheckpoint) for callback in callbacks):
+        callbacks.append(ModelCheckpoint(save_last=True))
+    for kind in (FreshCheckpointFolder, LatestCheckpointLink):
+        if not any(isinstance(callback, kind) for callback in callbacks):
+            callbacks.append(kind())
     strategy = trainer_config.get("strategy", "auto")
     strategy_name = (strategy if isinstance(strategy, str) else type(strategy).__name__).lower()
     sharded = any(hint in strategy_name for hint in SHARDED_STRATEGY_HINTS)
@@ -166,3 +178,89 @@ def resumable_trainer_options(trainer_config: dict[str, Any]) -> dict[str, Any]:
     if not any(isinstance(callback, RNGStateCheckpoint) for callback in callbacks):
         callbacks.append(RNGStateCheckpoint())
     return {"plugins": plugins or None, "callbacks": callbacks}
+
+
+def checkpoint_callbacks(trainer: L.Trainer) -> list[ModelCheckpoint]:
+    """The trainer's ``ModelCheckpoint`` callbacks."""
+    return [callback for callback in trainer.callbacks if isinstance(callback, ModelCheckpoint)]
+
+
+class FreshCheckpointFolder(Callback):
+    """Refuses a fit whose checkpoint folder already holds another fit's checkpoints.
+
+    Lightning would write ``last-v1.ckpt`` beside the earlier fit's ``last.ckpt``, and every recipe that tests
+    ``last.ckpt`` would then test the older model. zsad's trainer configs set no ``dirpath``, so each fit writes into
+    its own run folder (``<default_root_dir>/lightning_logs/version_N/checkpoints``); this check catches a fixed
+    ``dirpath`` (or ``logger: false``, which puts every fit's checkpoints in ``<default_root_dir>/checkpoints``).
+    Resuming from a checkpoint inside that folder is allowed: it continues that fit.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Check every checkpoint folder once the trainer has resolved it."""
+        resumed_from = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
+        for callback in checkpoint_callbacks(trainer):
+            if callback.dirpath is None or not is_local(callback.dirpath):
+                continue
+            folder = Path(callback.dirpath)
+            earlier = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+            if earlier and not (resumed_from is not None and resumed_from.parent == folder.resolve()):
+                names = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+                raise ConfigError(
+                    f"The checkpoint folder '{folder}' already holds checkpoints of an earlier fit ({names}); this "
+                    "fit would write last-v1.ckpt beside them and leave last.ckpt testing the older model. Drop the "
+                    "ModelCheckpoint's dirpath (each fit then gets its own run folder), choose an empty one, remove "
+                    f"the old checkpoints, or resume with --ckpt_path {folder / LATEST_LINK}."
+                )
+
+
+class LatestCheckpointLink(Callback):
+    """Keeps ``<default_root_dir>/last.ckpt`` pointing at the newest fit's ``last.ckpt``; prints where it is at the end.
+
+    A new fit points the link at its own ``last.ckpt`` when it starts: until its first checkpoint the link leads
+    nowhere, so a test run in between fails clearly instead of testing the previous model. A resumed fit moves the
+    link only when it saves its first checkpoint, so a resume killed before that resumes from the same file again.
+    The link is relative (a moved ``runs`` folder keeps working) and written by process 0 only.
+    """
+
+    def __init__(self) -> None:
+        self.target: Path | None = None
+        self.pending = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Find the ``last.ckpt`` this fit will write; point the link at it unless the fit resumes."""
+        callbacks = [c for c in checkpoint_callbacks(trainer) if c.save_last and c.dirpath is not None]
+        if not callbacks or not is_local(callbacks[0].dirpath):
+            return
+        last = callbacks[0]
+        self.target = Path(last.dirpath) / f"{last.CHECKPOINT_NAME_LAST}{last.FILE_EXTENSION}"
+        self.pending = True
+        if trainer.ckpt_path is None:
+            self._point_link(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """A resumed fit's first checkpoint moves the link to this fit's ``last.ckpt``."""
+        if self.pending:
+            self._point_link(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Say which checkpoint the fit wrote last, and the link that tests it."""
+        if self.target is None or not trainer.is_global_zero:
+            return
+        link = Path(trainer.default_root_dir) / LATEST_LINK
+        print(f"\nfit wrote {self.target} (also reachable as {link}; test it with --ckpt_path {link})", flush=True)
+
+    def _point_link(self, trainer: L.Trainer) -> None:
+        self.pending = False
+        link = Path(trainer.default_root_dir) / LATEST_LINK
+        if trainer.is_global_zero and self.target is not None and self.target.resolve() != link.resolve():
+            replace_link(link, self.target)
+
+
+def replace_link(link: Path, target: Path) -> None:
+    """Make ``link`` a relative symbolic link to ``target``, replacing any file or link there atomically."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(target.absolute(), link.parent.absolute())
+    temporary = link.with_name(f".{link.name}.{os.getpid()}.link")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(relative)
+    os.replace(temporary, link)

@@ -9,22 +9,28 @@ random backbone can carry over to held-out categories.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import lightning as L  # noqa: N812
+import open_clip
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from zsad.backbones import Backbone, CLIPBackbone, TinyRandomBackbone
+from zsad.backbones.loading import WEIGHTS_REMEDY, check_model_name
 from zsad.data.synthetic import DEFECT_LOOKS, SyntheticDataModule
+from zsad.errors import ConfigError, WeightsUnavailableError
 from zsad.heads import DualBranchHead
 from zsad.losses import DiceLoss, FocalLoss, ImageCrossEntropy
 from zsad.metrics.results import Results, format_table, percent
 from zsad.module import ZSADModule
 from zsad.prompts import StaticPrompt
 from zsad.viz.pictures import save_pictures
+from zsad.workflow.outputs import check_output_folder
 from zsad.workflow.results import environment, write_results
 
 TINY = "tiny-random"
@@ -32,6 +38,17 @@ RANDOM_WARNING = (
     "RANDOM WEIGHTS: this demo ran on a tiny randomly initialised CLIP. It shows that the pipeline works "
     "end to end; its metrics say nothing about any method."
 )
+
+
+DEMO_REMEDY = (
+    "Remedies: (1) where you have internet, download the weights (OpenAI's ViT-L-14-336px.pt is what `clip.load` "
+    "caches in ~/.cache/clip) and give that file with `--weights FILE`; or (2) for a smoke run with meaningless "
+    f"numbers, use the tiny random backbone: `zsad demo --backbone {TINY}`."
+)
+"""The remedies of :data:`~zsad.backbones.loading.WEIGHTS_REMEDY` in ``zsad demo``'s own options."""
+
+DEMO_OUTPUTS = ("checkpoints", "overlays")
+"""Folders of ``--out`` that each demo run replaces whole (``metrics.json`` is replaced atomically)."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -56,6 +73,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"synthetic defects (default: marked with '{TINY}', natural otherwise)",
     )
     return parser.parse_args(argv)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse a bad option before anything is removed, downloaded or trained.
+
+    Raises:
+        ConfigError: An unknown backbone (with close names, ``tiny-random`` included), ``--epochs`` below 1,
+            ``--pictures`` below 0, or an ``--out`` that cannot be written.
+    """
+    if args.backbone != TINY:
+        try:
+            check_model_name(args.backbone)
+        except ConfigError:
+            known = [TINY, *open_clip.list_models()]
+            close = difflib.get_close_matches(args.backbone, known, n=4)
+            hint = f" Did you mean {', '.join(repr(name) for name in close)}?" if close else ""
+            raise ConfigError(
+                f"--backbone '{args.backbone}' is neither '{TINY}' (the offline smoke backbone) nor an open_clip "
+                f"model.{hint} See `open_clip.list_models()` for the {len(known) - 1} open_clip names."
+            ) from None
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs} must be at least 1.")
+    if args.pictures < 0:
+        raise ConfigError(f"--pictures {args.pictures} must be 0 or more.")
+    check_output_folder(args.out)
 
 
 def build_backbone(args: argparse.Namespace) -> Backbone:
@@ -91,16 +133,28 @@ def comparison_table(before: Results, after: Results) -> str:
 
 
 def demo_main(argv: list[str]) -> int:
-    """Run the demo; returns the exit status."""
+    """Run the demo; returns the exit status.
+
+    Raises:
+        ConfigError: A bad option (:func:`check_arguments`), before anything is written.
+    """
     args = parse_args(argv)
+    check_arguments(args)
     out = Path(args.out)
     tiny = args.backbone == TINY
     epochs = args.epochs if args.epochs is not None else (5 if tiny else 15)
     defect_look = args.defect_look or ("marked" if tiny else "natural")
     L.seed_everything(args.seed, workers=True, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    backbone = build_backbone(args)
+    try:
+        backbone = build_backbone(args)
+    except WeightsUnavailableError as error:  # name the remedies in this command's options
+        raise WeightsUnavailableError(str(error).replace(WEIGHTS_REMEDY, DEMO_REMEDY)) from error
     model = build_module(backbone, args.pictures)
+    # only now that the model is built (weights found): an earlier demo's checkpoints and pictures would sit beside
+    # (and outlive) this one's, but a bad option must not remove them
+    for stale in DEMO_OUTPUTS:
+        shutil.rmtree(out / stale, ignore_errors=True)
     data = SyntheticDataModule(
         root=str(out / "data"),
         image_size=backbone.image_size[0],
@@ -118,6 +172,7 @@ def demo_main(argv: list[str]) -> int:
         log_every_n_steps=1,
         callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True)],
     )
+    checkpoint = trainer.checkpoint_callback
     trainer.test(model, datamodule=data, verbose=False)
     before = model.test_results
     trainer.fit(model, datamodule=data)
@@ -144,6 +199,6 @@ def demo_main(argv: list[str]) -> int:
     print(f"\nMean over held-out categories, before and after training:\n{comparison_table(before, after)}")
     print(
         f"\nWrote {out / 'metrics.json'}, {len(pictures)} overlays in {out / 'overlays'}, "
-        f"checkpoint {out / 'checkpoints' / 'last.ckpt'}.{banner}"
+        f"checkpoint {checkpoint.last_model_path}.{banner}"
     )
     return 0

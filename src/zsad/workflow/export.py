@@ -10,6 +10,7 @@ import argparse
 from zsad.errors import ConfigError
 from zsad.inference.export import export_onnx
 from zsad.inference.loading import load
+from zsad.workflow.outputs import check_output_file
 
 FORMATS = ("onnx",)
 
@@ -41,11 +42,14 @@ def export_main(argv: list[str]) -> int:
     """Run ``zsad export``; returns the exit status.
 
     Raises:
-        ConfigError: Neither --ckpt nor -c, or a model whose prompts depend on the image.
+        ConfigError: Neither --ckpt nor -c, an --out that cannot be written (a folder, a read-only place), or a
+            model whose prompts depend on the image.
+        WriteError: The file could not be written (a full disk); a file already at --out is kept as it was.
     """
     args = parse_args(argv)
     if args.ckpt is None and not args.config:
         raise ConfigError("Give --ckpt (a trained model) or -c config files (a training-free method such as WinCLIP).")
+    check_output_file(args.out)  # before the slow translation, not after it
     if args.ckpt is not None:
         detector = load(args.ckpt, device="cpu", weights=args.weights, configs=args.config)
     else:

@@ -20,8 +20,8 @@ from typing import ClassVar
 
 from zsad.data.datamodule import BenchmarkDataModule
 from zsad.data.datasets.base import NORMAL, SampleRecord
-from zsad.data.datasets.benchmark import Benchmark
-from zsad.data.datasets.mvtec_family import category_folders, find_by_stem, missing_mask, visible_images
+from zsad.data.datasets.benchmark import Benchmark, images_by_stem
+from zsad.data.datasets.mvtec_family import category_folders, missing_mask, visible_images
 from zsad.registry import DATAMODULES, DATASETS
 
 ANOMALOUS = "ko"
@@ -55,8 +55,9 @@ class BTAD(Benchmark):
         split_dir = self.root / category / split
         records = [SampleRecord(p, 0, category, NORMAL, None, self.name) for p in visible_images(split_dir / "ok")]
         mask_dir = self.root / category / "ground_truth" / ANOMALOUS
+        masks = images_by_stem(mask_dir)
         for image in visible_images(split_dir / ANOMALOUS):
-            mask = find_by_stem(mask_dir, image.stem)
+            mask = masks.get(image.stem)
             if mask is None and self.pixel_level:
                 raise missing_mask(self.title, image, mask_dir / f"{image.stem}.png")
             records.append(SampleRecord(image, 1, category, ANOMALOUS, mask, self.name))

@@ -23,8 +23,8 @@ from typing import ClassVar
 
 from zsad.data.datamodule import BenchmarkDataModule
 from zsad.data.datasets.base import NORMAL, SampleRecord
-from zsad.data.datasets.benchmark import Benchmark
-from zsad.data.datasets.mvtec_family import find_by_stem, missing_mask, visible_images
+from zsad.data.datasets.benchmark import Benchmark, images_by_stem
+from zsad.data.datasets.mvtec_family import missing_mask, visible_images
 from zsad.errors import DataError
 from zsad.registry import DATAMODULES, DATASETS
 
@@ -88,11 +88,12 @@ class DAGM2007(Benchmark):
         split_dir = self.root / category / SPLIT_FOLDERS[split]
         label_dir = split_dir / "Label"
         table = read_labels(label_dir / "Labels.txt")
+        label_files = images_by_stem(label_dir)
         records = []
         for image in visible_images(split_dir):
             flagged, label_name = table.get(image.name, (False, ""))
             named = label_dir / label_name if label_name else None
-            mask = named if named is not None and named.is_file() else find_by_stem(label_dir, f"{image.stem}_label")
+            mask = named if named is not None and named.is_file() else label_files.get(f"{image.stem}_label")
             if not (flagged or mask is not None):
                 records.append(SampleRecord(image, 0, category, NORMAL, None, self.name))
                 continue

@@ -22,8 +22,8 @@ from typing import ClassVar
 
 from zsad.data.datamodule import BenchmarkDataModule
 from zsad.data.datasets.base import NORMAL, SampleRecord
-from zsad.data.datasets.benchmark import Benchmark
-from zsad.data.datasets.mvtec_family import find_by_stem, visible_images
+from zsad.data.datasets.benchmark import Benchmark, images_by_stem
+from zsad.data.datasets.mvtec_family import visible_images
 from zsad.data.transforms import load_mask
 from zsad.errors import DataError
 from zsad.registry import DATAMODULES, DATASETS
@@ -62,10 +62,11 @@ class KolektorSDD(Benchmark):
         """
         records = []
         for folder in self.item_folders():
+            labels = images_by_stem(folder)
             for image in visible_images(folder):
                 if image.stem.endswith(LABEL_SUFFIX):
                     continue
-                label = find_by_stem(folder, image.stem + LABEL_SUFFIX)
+                label = labels.get(image.stem + LABEL_SUFFIX)
                 if label is None:
                     raise DataError(
                         f"KolektorSDD image '{image}' has no label mask at "

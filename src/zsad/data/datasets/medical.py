@@ -28,8 +28,8 @@ JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 def visible_images(folder: Path) -> list[Path]:
-    """Image files in ``folder`` (any case of suffix), without hidden files such as macOS ``._x.png`` forks."""
-    return [p for p in list_images(folder) if not p.name.startswith(".")]
+    """Image files in ``folder`` (any case of suffix); hidden files such as macOS ``._x.png`` forks are not read."""
+    return list_images(folder)
 
 
 def mask_threshold_for(mask: Path | None, default: int) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from zsad.data.datasets.base import NORMAL, SampleRecord
-from zsad.data.datasets.benchmark import IMAGE_SUFFIXES, Benchmark, list_images
+from zsad.data.datasets.benchmark import Benchmark, images_by_stem, list_images
 from zsad.errors import DataError
 from zsad.registry import DATASETS
 
@@ -39,16 +39,6 @@ def mvtec_categories(root: str | Path) -> list[str]:
     if not categories:
         raise DataError(f"No category with a test/ folder under '{root}'. Expected the MVTec AD layout: {LAYOUT}.")
     return categories
-
-
-def mask_path_for(category_dir: Path, defect: str, image: Path) -> Path | None:
-    """The ground-truth mask of an anomalous image, if present (any image suffix)."""
-    folder = category_dir / "ground_truth" / defect
-    for suffix in IMAGE_SUFFIXES:
-        candidate = folder / f"{image.stem}_mask{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def mvtec_records(
@@ -74,8 +64,9 @@ def mvtec_records(
     records = []
     for defect_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         defect = defect_dir.name
+        masks = {} if defect == NORMAL else images_by_stem(root / category / "ground_truth" / defect)
         for image in list_images(defect_dir):
-            mask = None if defect == NORMAL else mask_path_for(root / category, defect, image)
+            mask = masks.get(f"{image.stem}_mask")
             if defect != NORMAL and mask is None and require_masks:
                 raise DataError(
                     f"Anomalous image '{image}' has no mask at "

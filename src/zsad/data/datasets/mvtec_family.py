@@ -20,26 +20,15 @@ from typing import ClassVar
 
 from zsad.data.datamodule import BenchmarkDataModule
 from zsad.data.datasets.base import NORMAL, SampleRecord
-from zsad.data.datasets.benchmark import IMAGE_SUFFIXES, Benchmark, list_images
+from zsad.data.datasets.benchmark import Benchmark, images_by_stem, list_images
 from zsad.data.datasets.mvtec import MVTecLayout, mvtec_records
 from zsad.errors import DataError
 from zsad.registry import DATAMODULES, DATASETS
 
 
 def visible_images(folder: Path) -> list[Path]:
-    """Image files in ``folder`` sorted by name, without hidden files (macOS ``._x.png`` forks); [] if absent."""
-    if not folder.is_dir():
-        return []
-    return [p for p in list_images(folder) if not p.name.startswith(".")]
-
-
-def find_by_stem(folder: Path, stem: str) -> Path | None:
-    """The file ``<folder>/<stem><suffix>`` for any image suffix in lower or upper case, if present."""
-    for suffix in IMAGE_SUFFIXES:
-        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
-                return candidate
-    return None
+    """Image files in ``folder`` sorted by name (see :func:`list_images`), or ``[]`` if the folder is absent."""
+    return list_images(folder) if folder.is_dir() else []
 
 
 def missing_mask(title: str, image: Path, expected: Path | str) -> DataError:
@@ -106,11 +95,12 @@ class MVTec3DAD(Benchmark):
         records = []
         for defect_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             defect = defect_dir.name
+            masks = {} if defect == NORMAL else images_by_stem(defect_dir / "gt")
             for image in visible_images(defect_dir / "rgb"):
                 if defect == NORMAL:
                     records.append(SampleRecord(image, 0, category, NORMAL, None, self.name))
                     continue
-                mask = find_by_stem(defect_dir / "gt", image.stem)
+                mask = masks.get(image.stem)
                 if mask is None and self.pixel_level:
                     raise missing_mask(self.title, image, defect_dir / "gt" / f"{image.stem}.png")
                 records.append(SampleRecord(image, 1, category, defect, mask, self.name))

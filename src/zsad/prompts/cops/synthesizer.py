@@ -55,7 +55,8 @@ class CoPSPrompt(PromptSynthesizer):
       the released code and checkpoints; ``False`` is the straight pairing of the paper's schematic.
     - ``rec_mode="cross_batch_mse"``: the released reconstruction loss broadcasts over the batch (every sample
       against every image); ``"per_sample_l2"`` is the per-image squared L2.
-    - ``round_deep_to_fp16=True``: deep prompts are rounded to fp16 before use.
+    - ``round_deep_to_fp16=True``: each prompt's copy of the deep prompts is rounded to fp16 before use (so
+      their gradients are rounded per prompt, as in the official code).
 
     Args:
         n_context: Context tokens u per prompt (6).
@@ -231,8 +232,10 @@ class CoPSPrompt(PromptSynthesizer):
         """Deep prompts at 0-based text layers 1..deep_layers, positions 1..deep_length."""
         if self.deep is None:
             return None
-        deep = self.deep.half().to(self.deep.dtype) if self.round_deep_to_fp16 else self.deep
-        return OverwriteDeepPrompts(list(deep), first_layer=1, position=1)
+        # each prompt's copy is rounded, not the shared tensor: the same values, and the official gradient
+        return OverwriteDeepPrompts(
+            list(self.deep), first_layer=1, position=1, round_copies_to_fp16=self.round_deep_to_fp16
+        )
 
     def encode(self, text: TextEncoder, state_offsets: Tensor | None, class_offsets: Tensor | None) -> Tensor:
         """Encode every (image, sample) prompt pair; average the normalised embeddings over samples."""

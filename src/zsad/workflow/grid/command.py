@@ -19,6 +19,7 @@ from zsad.workflow.grid.records import RUNS_FILE, latest_status, read_records
 from zsad.workflow.grid.runner import PreparedRun, prepare_runs, resume_point, run_grid
 from zsad.workflow.grid.spec import load_grid
 from zsad.workflow.grid.sweep import sweep_yaml
+from zsad.workflow.lock import FolderLock
 
 INTERRUPTED = 130  # the shell's status for a run ended by Ctrl-C
 
@@ -26,7 +27,7 @@ INTERRUPTED = 130  # the shell's status for a run ended by Ctrl-C
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command-line options of ``zsad grid``."""
     parser = argparse.ArgumentParser(prog="zsad grid", description=__doc__)
-    parser.add_argument("grid", help="the grid file (docs/grids.md); shipped ones are in configs/grids/")
+    parser.add_argument("grid", help="the grid file (docs/grids.md), or a shipped one by name: grids/synthetic_smoke")
     parser.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="output folder (default: runs/<grid file stem>)"
     )
@@ -56,7 +57,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def grid_main(argv: list[str]) -> int:
-    """Run ``zsad grid``; returns the exit status (1 when a run failed)."""
+    """Run ``zsad grid``; returns the exit status (1 when a run failed).
+
+    Raises:
+        ConfigError: A bad grid file or run config, or an output folder that another ``zsad grid`` is using
+            (:class:`~zsad.workflow.lock.FolderLock`).
+    """
     args = parse_args(argv)
     spec = load_grid(args.grid)
     out: Path = args.out if args.out is not None else Path("runs") / Path(args.grid).stem
@@ -69,10 +75,11 @@ def grid_main(argv: list[str]) -> int:
     if args.dry_run:
         print(run_table(runs, out))
         return 0
+    lock = FolderLock(out, "zsad grid").acquire()  # a second grid on this folder would empty its live run folder
     print(f"grid {spec.name}: {len(runs)} runs into {out}", flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        records = run_grid(runs, out, resume=not args.restart)
+        records = run_grid(runs, out, resume=not args.restart, keep_fds=(lock.fileno(),))
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: the unfinished run has no line in {out / RUNS_FILE}; the same command resumes it from "
@@ -81,6 +88,7 @@ def grid_main(argv: list[str]) -> int:
         return INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+        lock.release()
     failed = [record.run_id for record in records if record.status == "failed"]
     print(
         f"grid {spec.name}: {len(records) - len(failed)} done, {len(runs) - len(records)} skipped, "

@@ -11,12 +11,13 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 
-from zsad.cli import ZSADCLI
 from zsad.config_aliases import install_loader, translate_argv
 from zsad.errors import ConfigError, ZSADError
+from zsad.lightning_cli import ZSADCLI
 from zsad.plugins import load_plugins
 from zsad.workflow.grid.expand import RunPlan, value_argument
 from zsad.workflow.grid.spec import GridSpec
+from zsad.workflow.parse_errors import parser_error_line
 
 VERB = "fit"
 """The subcommand whose parser resolves run configs; ``zsad test`` accepts the same keys."""
@@ -31,7 +32,7 @@ class _ParsersBuilt(Exception):  # noqa: N818  (a control-flow signal, not an er
 
 
 class _ParserOnlyCLI(ZSADCLI):
-    """:class:`~zsad.cli.ZSADCLI` that stops once its parsers are built; they raise instead of exiting."""
+    """:class:`~zsad.lightning_cli.ZSADCLI` that stops once its parsers are built; they raise instead of exiting."""
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         """The CLI's parser, raising ``ArgumentError`` so that the grid can say which run and key are wrong.
@@ -39,7 +40,7 @@ class _ParserOnlyCLI(ZSADCLI):
         Abbreviations are off: argparse would otherwise read a misspelt grid key (``trainer.max_epoch``) as the
         option it abbreviates, and the grid would silently set something else than its file says.
         """
-        return super().init_parser(exit_on_error=False, allow_abbrev=False, **kwargs)
+        return super().init_parser(**{**kwargs, "exit_on_error": False, "allow_abbrev": False})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """LightningCLI calls this right after building the parsers: stop there (no model is built)."""
@@ -88,7 +89,10 @@ def resolve_run(plan: RunPlan, spec: GridSpec) -> dict[str, Any]:
     try:
         return resolve_config(plan.argv())
     except (ArgumentError, ZSADError) as error:
-        raise ConfigError(f"Grid file '{spec.path}', run '{plan.label}': {_culprit(plan)}: {one_line(error)}") from None
+        reason = parser_error_line(str(error), VERB, plan.argv()) if isinstance(error, ArgumentError) else str(error)
+        raise ConfigError(
+            f"Grid file '{spec.path}', run '{plan.label}': {_culprit(plan)}: {one_line(reason)}"
+        ) from None
 
 
 def _culprit(plan: RunPlan) -> str:
@@ -108,6 +112,6 @@ def _culprit(plan: RunPlan) -> str:
     return "the parser refuses it"
 
 
-def one_line(error: BaseException) -> str:
+def one_line(error: BaseException | str) -> str:
     """An error message on one line (jsonargparse's span several)."""
     return " ".join(str(error).split())

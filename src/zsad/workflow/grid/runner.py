@@ -93,7 +93,11 @@ def prepare_runs(spec: GridSpec, plans: list[RunPlan], out: Path) -> list[Prepar
 
 
 def run_grid(
-    runs: list[PreparedRun], out: Path, echo: Callable[..., None] = print, resume: bool = True
+    runs: list[PreparedRun],
+    out: Path,
+    echo: Callable[..., None] = print,
+    resume: bool = True,
+    keep_fds: tuple[int, ...] = (),
 ) -> list[RunRecord]:
     """Execute the runs in order, skipping those already done; one progress line per run.
 
@@ -103,6 +107,8 @@ def run_grid(
         echo: Where progress lines go.
         resume: Continue an interrupted run (one without a line in ``runs.jsonl``) from the last checkpoint it left
             (:func:`resumable_checkpoint`); ``False`` starts it from scratch. Failed runs always start from scratch.
+        keep_fds: Descriptors each run's process inherits: the output folder's lock
+            (:class:`~zsad.workflow.lock.FolderLock`), so the folder stays locked until the run's process ends too.
 
     Returns:
         The records of the runs executed now (skipped runs have none).
@@ -118,7 +124,7 @@ def run_grid(
         resume_from = resume_point(run, status) if resume else None
         if resume_from is not None:
             echo(f"resuming from {resume_from.relative_to(out.resolve())} ... ", end="", flush=True)
-        record = execute(run, out, resume_from)
+        record = execute(run, out, resume_from, keep_fds)
         append_record(runs_file, record)
         executed.append(record)
         detail = "" if record.status == "done" else f": {record.error}"
@@ -157,7 +163,7 @@ def resumable_checkpoint(run: PreparedRun) -> Path | None:
     return checkpoint if recorded == run.config_hash else None
 
 
-def execute(run: PreparedRun, out: Path, resume_from: Path | None = None) -> RunRecord:
+def execute(run: PreparedRun, out: Path, resume_from: Path | None = None, keep_fds: tuple[int, ...] = ()) -> RunRecord:
     """Run fit and test in a subprocess (a crash or leak ends with it); its output goes to ``run_dir/log.txt``.
 
     Args:
@@ -165,6 +171,7 @@ def execute(run: PreparedRun, out: Path, resume_from: Path | None = None) -> Run
         out: The grid's output folder.
         resume_from: A checkpoint from :func:`resumable_checkpoint`: the fit continues from it (``--ckpt_path``)
             and the folder is kept; ``None`` empties the folder and starts from scratch.
+        keep_fds: Descriptors the run's process inherits (the output folder's lock).
     """
     if resume_from is None:
         shutil.rmtree(run.run_dir, ignore_errors=True)
@@ -185,7 +192,8 @@ def execute(run: PreparedRun, out: Path, resume_from: Path | None = None) -> Run
         resuming = f", resuming from {resume_from}" if resume_from is not None else ""
         log.write(f"{ATTEMPT_HEADER} {started}{resuming}\n")
         log.flush()
-        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False, pass_fds=keep_fds)
+        returncode = finished.returncode
     duration = time.monotonic() - clock
     # A trainer without a logger saves LightningCLI's config.yaml (fit's, then test's) into default_root_dir, which
     # is run_dir: put the run's own config back, the one `zsad fit -c` accepts and config_hash was taken from.

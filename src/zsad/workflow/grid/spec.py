@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
+from zsad.config_compose import read_config_file
 from zsad.errors import ConfigError
+from zsad.packaged_configs import local_config, packaged_config
 
 GRID_KEYS = ("name", "base", "grid")
 METHOD_AXIS = "method"
@@ -115,13 +117,19 @@ def load_grid(path: str | Path) -> GridSpec:
         ConfigError: The file is missing or malformed, has an unknown top-level key, an axis is empty or of the
             wrong shape, or a config file it names does not exist.
     """
-    path = Path(path)
+    path = local_config(path) or packaged_config(path) or Path(path)  # a shipped grid by name: grids/synthetic_smoke
     if not path.is_file():
-        raise ConfigError(f"Grid file '{path}' does not exist: give the path of a grid YAML (see docs/grids.md).")
+        raise ConfigError(
+            f"Grid file '{path}' does not exist: give the path of a grid YAML (see docs/grids.md), or the name of a "
+            "shipped one (`zsad configs grids`)."
+        )
     try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"Grid file '{path}' is not valid YAML: {error}") from error
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"Grid file '{path}' is not valid YAML{where}: {problem}. Fix the file.") from None
     if not isinstance(document, dict):
         raise ConfigError(f"Grid file '{path}' must be a mapping with the keys {', '.join(GRID_KEYS)}.")
     unknown = [str(key) for key in document if key not in GRID_KEYS]
@@ -163,7 +171,7 @@ def _config_sources(item: Any, path: Path, where: str) -> tuple[ConfigSource, ..
     sources = []
     for entry in items:
         if isinstance(entry, str):
-            sources.append(ConfigSource(path=resolve_config_path(entry, path)))
+            sources.append(ConfigSource(path=checked_config_file(entry, path, where)))
         elif isinstance(entry, dict):
             sources.append(ConfigSource(inline=entry))
         else:
@@ -175,11 +183,29 @@ def _config_sources(item: Any, path: Path, where: str) -> tuple[ConfigSource, ..
     return tuple(sources)
 
 
+def checked_config_file(text: str, grid_path: Path, where: str) -> Path:
+    """Find a config file named in a grid file (:func:`resolve_config_path`) and check that it reads as YAML.
+
+    Checked here, by :func:`~zsad.config_compose.read_config_file`, so that a syntax error names the file and its
+    line (the parser, given the file's text, would only say ``"<unicode string>", line 2``).
+
+    Raises:
+        ConfigError: The file is missing, not valid YAML, or not a mapping; naming the grid file and the entry.
+    """
+    found = resolve_config_path(text, grid_path)
+    try:
+        read_config_file(found)
+    except ConfigError as error:
+        raise ConfigError(f"Grid file '{grid_path}', `{where}`: {error}") from None
+    return found
+
+
 def resolve_config_path(text: str, grid_path: Path) -> Path:
     """Find a config file named in a grid file.
 
     A relative path is looked up next to the grid file, then in the working directory, then in the grid file's
-    parent folders (so ``configs/method/cops.yaml`` works from ``configs/grids/`` wherever zsad runs).
+    parent folders (so ``configs/method/cops.yaml`` works from ``configs/grids/`` wherever zsad runs), and last among
+    the packaged configs (``configs/method/cops.yaml`` or ``method/cops``, :mod:`zsad.packaged_configs`).
 
     Raises:
         ConfigError: The file is in none of those places.
@@ -189,10 +215,10 @@ def resolve_config_path(text: str, grid_path: Path) -> Path:
     places = [relative] if relative.is_absolute() else [folder / relative, Path.cwd() / relative]
     if not relative.is_absolute():
         places += [parent / relative for parent in folder.parents]
-    found = next((place for place in places if place.is_file()), None)
+    found = next((place for place in places if place.is_file()), None) or packaged_config(text)
     if found is None:
         raise ConfigError(
             f"Grid file '{grid_path}': config file '{text}' not found (looked next to the grid file, in the working "
-            f"directory {Path.cwd()} and in the grid file's parent folders); fix the path."
+            f"directory {Path.cwd()}, in the grid file's parent folders and among the packaged configs); fix the path."
         )
     return found.resolve()

@@ -1,7 +1,8 @@
 """One grid run in its own process: ``zsad fit`` then ``zsad test`` on the fit's last checkpoint.
 
 ``python -m zsad.workflow.grid.worker RUN_DIR/config.yaml --checkpoint RUN_DIR/checkpoints/last.ckpt``.
-Both verbs go through :class:`~zsad.cli.ZSADCLI` in this one process (one import of torch per run, not two). A
+Both verbs go through :class:`~zsad.lightning_cli.ZSADCLI` in this one process (one import of torch per run, not
+two), with the console rules of ``zsad`` itself (:mod:`zsad.console`). A
 training-free model (no trainable parameters, e.g. WinCLIP) skips ``fit`` and is tested as built.
 """
 
@@ -12,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zsad.cli import ZSADCLI
 from zsad.config_aliases import install_loader, translate_argv
+from zsad.console import quiet_console
 from zsad.errors import ZSADError
+from zsad.lightning_cli import ZSADCLI
 from zsad.module import ZSADModule, parameter_groups
 from zsad.plugins import load_plugins
 
@@ -68,7 +70,8 @@ def worker_main(argv: list[str]) -> int:
     load_plugins()
     install_loader()
     try:
-        run_fit_and_test(args.config, args.checkpoint, args.resume)
+        with quiet_console():
+            run_fit_and_test(args.config, args.checkpoint, args.resume)
     except ZSADError as error:
         print(f"zsad: error: {error}", file=sys.stderr)
         return 2

@@ -46,6 +46,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default: {RESAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument(
+        "--html",
+        default=None,
+        metavar="OUT",
+        help="instead of the tables: write one self-contained HTML result gallery per run into the folder OUT "
+        "(metrics, ROC/PR curves, the run's pictures worst first, filters) and an index.html",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,6 +72,12 @@ def report_main(argv: list[str]) -> int:
     if args.digits < 0 or args.resamples < 1:
         raise ConfigError(f"--digits {args.digits} / --resamples {args.resamples}: use digits >= 0 and resamples >= 1.")
     loaded = load_runs(args.inputs)
+    if args.html:
+        from zsad.workflow.gallery.page import write_galleries
+
+        pages = write_galleries(loaded.runs, Path(args.html))
+        print(f"{len(pages) - 1} gallery page(s) -> {pages[-1]}")
+        return 0
     groups = group_runs(loaded.runs, args.by)
     out = Path(args.out) if args.out else default_out(args.inputs)
     options = ReportOptions(args.metrics, args.digits, args.resamples, args.seed, not args.no_plots)

@@ -9,6 +9,7 @@ from typing import Any
 
 from zsad.errors import DataError
 from zsad.registry import PROMPTS, class_path_of
+from zsad.workflow.report.schema import check_results_document, check_scores_pair, scores_file
 
 RUNS_FILE = "runs.jsonl"
 RESULTS_FILE = "results.json"
@@ -40,7 +41,7 @@ class Run:
     @property
     def scores_path(self) -> Path:
         """The per-image ``scores.csv`` written next to ``results.json`` (it may be absent in older runs)."""
-        return self.results_path.parent / SCORES_FILE
+        return scores_file(self.results_path, self.document)
 
 
 @dataclass
@@ -112,9 +113,10 @@ def read_runs_file(path: Path) -> LoadedRuns:
             line = json.loads(text)
         except json.JSONDecodeError as error:
             raise DataError(f"{path}:{number} is not valid JSON ({error.msg}); fix or delete that line.") from error
-        missing = [key for key in RUN_KEYS if key not in line]
+        missing = [key for key in RUN_KEYS if not isinstance(line, dict) or key not in line]
         if missing:
             raise DataError(f"{path}:{number} lacks {missing}; every line needs {list(RUN_KEYS)} (docs/reports.md).")
+        check_run_line(line, f"{path}:{number}")
         lines.pop(line["run_id"], None)  # keep the latest line of a run, in the order runs last ended
         lines[line["run_id"]] = line
     loaded = LoadedRuns()
@@ -133,6 +135,32 @@ def read_runs_file(path: Path) -> LoadedRuns:
     return loaded
 
 
+RUN_LINE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "run_id": ((str,), "a run id"),
+    "status": ((str,), "'done' or 'failed'"),
+    "method": ((str,), "a method label"),
+    "seed": ((int, type(None)), "null or an integer"),
+    "results": ((str, type(None)), "null or a results file path"),
+    "overrides": ((dict, type(None)), "a mapping of grid keys"),
+    "protocol": ((str, type(None)), "a protocol name"),
+}
+"""Types of the ``runs.jsonl`` values a report reads."""
+
+
+def check_run_line(line: dict[str, Any], where: str) -> None:
+    """Refuse a ``runs.jsonl`` line with a value of the wrong type.
+
+    Raises:
+        DataError: Naming the line and the key.
+    """
+    for key, (types, expected) in RUN_LINE_TYPES.items():
+        value = line.get(key)
+        if key in line and (not isinstance(value, types) or isinstance(value, bool)):
+            raise DataError(
+                f"{where}: '{key}' is {value!r} ({type(value).__name__}), expected {expected}; fix or delete that line."
+            )
+
+
 def run_from_results(path: Path, run_id: str) -> Run:
     """A run known only by its ``results.json``: method and seed come from its ``model`` and ``seed``."""
     document = read_results(path)
@@ -140,22 +168,20 @@ def run_from_results(path: Path, run_id: str) -> Run:
 
 
 def read_results(path: Path) -> dict[str, Any]:
-    """Parse a ``results.json``, checking the keys a report reads.
+    """Parse a ``results.json``, checking the keys and value types a report reads, and its ``scores.csv``.
 
     Raises:
-        DataError: The file is not JSON or lacks ``per_category``, ``per_dataset``, ``mean`` or ``model``.
+        DataError: The file is not JSON, lacks ``per_category``, ``per_dataset``, ``mean`` or ``model``, holds a
+            value of the wrong type (:func:`~zsad.workflow.report.schema.check_results_document`), or its
+            ``scores.csv`` is another run's (:func:`~zsad.workflow.report.schema.check_scores_pair`).
     """
     try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path} is not valid JSON ({error.msg}); re-run `zsad test` to rewrite it.") from error
-    missing = [
-        k
-        for k in ("per_category", "per_dataset", "mean", "model")
-        if not isinstance(document, dict) or k not in document
-    ]
-    if missing:
-        raise DataError(f"{path} is not a zsad results file (missing {missing}); give files that `zsad test` wrote.")
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
+        raise DataError(f"{path} is not valid JSON ({reason}); re-run `zsad test` to rewrite it.") from error
+    check_results_document(document, path)
+    check_scores_pair(path, document)
     return document
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 
+from zsad.checkpoints.provenance import UNTRAINED
 from zsad.metrics.results import AUPRO_VARIANTS, MEAN, percent
 from zsad.workflow.report.aggregate import Summary
 from zsad.workflow.report.render import PLUS_MINUS, Table, cell, rank_marks
+from zsad.workflow.report.runs import Run
 from zsad.workflow.report.significance import CONFIDENCE, TEST_NAME, Comparison
 
 CSV_COLUMNS = (
@@ -33,17 +35,58 @@ def metric_definitions(summary: Summary) -> dict[str, str]:
     return {m: named.get(m, AUPRO_VARIANTS.get(m, "")) for m in summary.metrics if m in named or m in AUPRO_VARIANTS}
 
 
+def data_description(sources: list[dict] | None) -> str:
+    """``mvtec (15 categories), visa (all categories)``: the data sources of a protocol or a checkpoint."""
+    parts = []
+    for source in sources or []:
+        categories = source.get("categories")
+        if categories is None:
+            count = "all categories"
+        else:
+            count = f"{len(categories)} {'category' if len(categories) == 1 else 'categories'}"
+        parts.append(f"{source.get('dataset', '?')} ({count})")
+    return ", ".join(parts) or "no data"
+
+
+def training_description(run: Run) -> str:
+    """What a run's model was trained on, from the ``checkpoint`` entry of its ``results.json``.
+
+    A checkpoint: its provenance's auxiliary data. ``"untrained"``: a trainable method evaluated without one
+    (``--untrained true``). ``null``: training-free when the model has no trainable parameters. Results files
+    older than these entries fall back to the protocol's auxiliary data, and say so.
+    """
+    document = run.document
+    checkpoint = document.get("checkpoint")
+    if checkpoint == UNTRAINED:
+        return "untrained (initial prompts, no checkpoint)"
+    if isinstance(checkpoint, dict):
+        provenance = checkpoint.get("provenance") or {}
+        imported = "released weights " if provenance.get("kind") == "import" else ""
+        if not provenance.get("aux"):
+            return f"{imported}trained (its checkpoint records no training data)"
+        return f"{imported}trained on {data_description(provenance['aux'])}"
+    if checkpoint is None and document.get("trainable_parameters") == 0:
+        return "training-free"
+    aux = (document.get("protocol") or {}).get("aux")
+    if "checkpoint" not in document and aux:
+        return f"trained on {data_description(aux)} (by its protocol; the file records no checkpoint)"
+    return "training not recorded"
+
+
 def protocol_description(summary: Summary) -> str:
-    """One sentence: the protocol's name, what trains and what is tested, and the metric resolution."""
+    """One sentence: the protocol's name, what each entry was trained on, what is tested, the metric resolution."""
     protocol = summary.group.protocol
-
-    def data(key: str) -> str:
-        parts = [f"{s.get('dataset', '?')} ({len(s.get('categories') or [])} categories)" for s in protocol[key] or []]
-        return ", ".join(parts)
-
-    trained = f"trained on {data('aux')}" if protocol.get("aux") else "training-free"
+    trainings: dict[str, list[str]] = {}
+    for label in summary.labels:
+        described = dict.fromkeys(training_description(run) for run in summary.group.entries[label])
+        trainings.setdefault("; ".join(described), []).append(label)
+    if len(trainings) == 1:
+        trained = next(iter(trainings))
+    else:
+        trained = "; ".join(f"{', '.join(labels)} {training}" for training, labels in trainings.items())
     resolution = summary.group.name.partition("@")[2] or "eval"
-    return f"Protocol {protocol['name']}: {trained}, tested on {data('targets')}; metrics at {resolution} resolution."
+    tested = data_description(protocol.get("targets"))
+    return f"Protocol {protocol['name']}: {trained}; tested on {tested}; metrics at {resolution} resolution."
 
 
 def seeds_description(summary: Summary) -> str:
