@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parity.common import default_images, describe_images
+from parity.common import TRAINING_BATCH, default_images, describe_images
 
 METHODS = {
     "anomalyclip": "zqhang/AnomalyCLIP",
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     images = list(args.images) if args.images else default_images(args.count)
     if not images:
         print("vs_official: no images: give --images (../shared/data/mvtec_ad is not here).")
+        return 2
+    if len(images) < TRAINING_BATCH:
+        print(
+            f"vs_official: {len(images)} image; the training-step comparison needs at least {TRAINING_BATCH} "
+            "(the official losses squeeze a batch of one to a scalar): give --count 2 or more images."
+        )
         return 2
     module = importlib.import_module(f"parity.{args.method}")
     comparison = module.compare(args.src, images, seed=args.seed, device=args.device)

@@ -25,7 +25,9 @@ because ``train()`` itself moves the labels to CUDA; against ``ZSADModule.traini
 the loss and every prompt gradient.
 
 The official modules import ``thop`` (never called) and ``pkg_resources`` (only for ``packaging``); where those are
-missing, a raising stand-in and a shim that hands out the installed ``packaging`` are installed for the import.
+missing, a raising stand-in and a shim that hands out the installed ``packaging`` are installed for the import. The
+official ``Dataset`` builds a normal image's zero mask in a way current Pillow refuses; that one call is bridged
+(:func:`~benchmarks.parity.common.zero_masks_as_uint8`).
 
 Usage::
 
@@ -36,19 +38,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.machinery
-import importlib.util
 import io
 import json
 import sys
 import tempfile
-import types
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import packaging.version
 import torch
 import torch.nn.functional as F  # noqa: N812
 from scipy.ndimage import gaussian_filter
@@ -56,25 +53,33 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 import zsad
-from zsad.data.datasets.base import AnomalyDataset, SampleRecord
 from zsad.heads.maps import aggregate_layers, anomaly_probability, class_logits
 from zsad.importers import import_checkpoint
 from zsad.importers.anomalyclip import trained_state
 from zsad.inference.detector import Detector, as_pil
 
+from . import common
 from .common import (
+    IMAGE_SIZE,
     Comparison,
-    Stage,
+    Record,
+    checked_inputs,
     default_images,
-    describe_images,
     mask_for,
-    official_import_path,
-    seeded_clip_state_dict,
+    matched_gradients,
+    packaging_only_pkg_resources,
+    parity_parser,
+    report,
+    setup_note,
+    stand_in,
     timed,
+    training_batch_images,
+    update_scaled,
+    write_clip_archive,
+    write_official_meta,
+    zsad_items,
 )
 
-MODEL_NAME = "ViT-L-14-336-quickgelu"
-IMAGE_SIZE = 518
 RELEASED_LAYERS = (24,)
 """``test.sh`` / ``train.sh``: ``--features_list 24``."""
 PAPER_LAYERS = (6, 12, 18, 24)
@@ -94,40 +99,8 @@ OFFICIAL_MODULES = ("AnomalyCLIP_lib", "prompt_ensemble", "loss", "utils", "data
 TRAINABLE = ("ctx_pos", "ctx_neg", "compound_prompts_text", "compound_prompt_projections")
 """The official prompt learner's parameters (the rest of its state is buffers)."""
 
-Record = dict[str, Any]
-
 
 # ---------------------------------------------------------------- shared inputs
-class _Holder(torch.nn.Module):
-    """One node of a TorchScript archive that only carries tensors (its forward is never called)."""
-
-    def forward(self) -> int:
-        return 0
-
-
-def write_clip_weights(folder: Path, seed: int) -> Path:
-    """The seeded CLIP weights as a TorchScript archive in OpenAI's layout (meta entries included), read by both sides.
-
-    OpenAI ships TorchScript archives, and that is the only kind ``AnomalyCLIP_lib.load`` reads: its fallback to a
-    plain state dict calls ``torch.load`` on the file object that the failed ``torch.jit.load`` has read to the end,
-    which raises ``EOFError``. zsad reads the archive's ``state_dict()`` without running its code.
-    """
-    root = _Holder()
-    for key, value in seeded_clip_state_dict(MODEL_NAME, seed).items():
-        *parents, leaf = key.split(".")
-        node = root
-        for name in parents:
-            if not hasattr(node, name):
-                node.add_module(name, _Holder())
-            node = getattr(node, name)
-        node.register_buffer(leaf, value)
-    path = folder / "clip_openai_torchscript.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, but it is OpenAI's format
-        torch.jit.save(torch.jit.script(root), str(path))
-    return path
-
-
 def parity_images(count: int) -> list[Path]:
     """``count`` ../shared/data MVTec images, anomalous and normal in turn, so that the training batch has both."""
     every = default_images(10_000)
@@ -138,69 +111,13 @@ def parity_images(count: int) -> list[Path]:
     return mixed[:count]
 
 
-def training_batch_images(images: Sequence[Path]) -> list[Path]:
-    """Two images for the training batch: an anomalous one with a mask and a normal one (when there are both)."""
-    anomalous = [p for p in images if mask_for(p) is not None]
-    normal = [p for p in images if p.parent.name == "good"]
-    chosen = anomalous[:1] + normal[:1]
-    chosen += [p for p in images if p not in chosen]
-    return chosen[:2]
-
-
-def write_meta(folder: Path, images: Sequence[Path]) -> None:
-    """A ``meta.json`` in the official layout listing ``images`` (absolute paths) under the test split."""
-    categories: dict[str, list[dict[str, Any]]] = {}
-    for path in images:
-        mask = mask_for(path)
-        item = {
-            "img_path": str(path),
-            "mask_path": str(mask) if mask is not None else "",
-            "cls_name": path.parents[2].name,
-            "specie_name": path.parent.name,
-            "anomaly": int(mask is not None),
-        }
-        categories.setdefault(item["cls_name"], []).append(item)
-    (folder / "meta.json").write_text(json.dumps({"test": categories}))
-
-
 # ---------------------------------------------------------------- the official code, importable
 @contextlib.contextmanager
-def stand_ins() -> Iterator[list[str]]:
-    """Install ``thop`` (raising when called) and ``pkg_resources`` (only ``packaging``) where missing; yield which."""
-    installed = []
-    if importlib.util.find_spec("thop") is None and "thop" not in sys.modules:
-        thop = types.ModuleType("thop")
-        thop.__spec__ = importlib.machinery.ModuleSpec("thop", None)
-
-        def profile(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError("thop is not installed; the parity run never profiles")
-
-        thop.profile = profile  # type: ignore[attr-defined]
-        sys.modules["thop"] = thop
-        installed.append("thop")
-    if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
-        shim = types.ModuleType("pkg_resources")
-        shim.__spec__ = importlib.machinery.ModuleSpec("pkg_resources", None)
-        shim.packaging = packaging  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = shim
-        installed.append("pkg_resources (packaging only)")
-    try:
-        yield installed
-    finally:
-        for name in ("thop", "pkg_resources"):
-            if any(entry.startswith(name) for entry in installed):
-                sys.modules.pop(name, None)
-
-
-@contextlib.contextmanager
 def official_code(src: Path) -> Iterator[list[str]]:
-    """The official checkout importable (with the stand-ins it needs), its prints silenced."""
-    with (
-        stand_ins() as installed,
-        official_import_path(src, *OFFICIAL_MODULES),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        yield installed
+    """The official checkout importable (``thop`` and ``pkg_resources`` bridged), its prints silenced; yields notes."""
+    missing = [stand_in("thop"), packaging_only_pkg_resources()]
+    with common.official_code(src, OFFICIAL_MODULES, missing) as notes, contextlib.redirect_stdout(io.StringIO()):
+        yield notes
 
 
 # ---------------------------------------------------------------- the official side
@@ -314,36 +231,15 @@ def official_training_step(model: Any, learner: Any, batch: Record) -> Record:
     return {"loss": float(total), "gradients": gradients, "masks": gt}
 
 
-def official_items(folder: Path, images: Sequence[Path]) -> tuple[dict[Path, Record], list[str]]:
-    """The official ``Dataset`` items of ``images`` (test.py's transforms), by path, and notes on any stand-in item.
-
-    For a normal image the official ``Dataset`` builds its zero mask with ``Image.fromarray(float64 zeros,
-    mode="L")``, which recent Pillow refuses (13 here); older Pillow gives an all-zero mask. Such an item is built from
-    the same official transforms with that all-zero mask.
-    """
+def official_items(folder: Path, images: Sequence[Path]) -> dict[Path, Record]:
+    """The official ``Dataset`` items of ``images`` (test.py's transforms), by path."""
     from dataset import Dataset
-    from PIL import Image
     from utils import get_transform
 
-    write_meta(folder, images)
+    write_official_meta(folder, images)
     preprocess, target_transform = get_transform(official_arguments(folder))
     dataset = Dataset(root=str(folder), transform=preprocess, target_transform=target_transform, dataset_name="mvtec")
-    items: dict[Path, Record] = {}
-    notes: list[str] = []
-    for index, entry in enumerate(dataset.data_all):
-        path = Path(entry["img_path"])
-        try:
-            items[path] = dataset[index]
-        except ValueError as error:
-            if entry["anomaly"]:
-                raise
-            with Image.open(path) as picture:
-                image, mask = preprocess(picture), target_transform(Image.new("L", picture.size))
-            category = entry["cls_name"]
-            items[path] = {"img": image, "img_mask": mask, "cls_name": category, "anomaly": 0, "img_path": str(path),
-                           "cls_id": dataset.class_name_map_class_id[category]}  # fmt: skip
-            notes.append(f"official Dataset item of normal {path.name} built from its transforms ({error})")
-    return items, notes[:1]
+    return {Path(entry["img_path"]): dataset[index] for index, entry in enumerate(dataset.data_all)}
 
 
 def run_official(
@@ -352,10 +248,10 @@ def run_official(
     """Everything the official code computes, and the released-format file of its seeded prompt learner."""
     checkpoint = released_file(official_model(weights), folder, seed)
     model, learner = official_test_model(weights, checkpoint)
-    items, notes = official_items(folder, images)
+    items = official_items(folder, images)
     with torch.no_grad():
         text = official_text_features(model, learner)
-    record: Record = {"checkpoint": checkpoint, "text features": text, "notes": notes}
+    record: Record = {"checkpoint": checkpoint, "text features": text}
     record["released"] = [official_image(model, text, items[p]["img"][None], RELEASED_LAYERS) for p in images]
     record["paper layers"] = [official_image(model, text, items[p]["img"][None], PAPER_LAYERS) for p in images]
     record["inputs"] = [items[p]["img"][None] for p in images]
@@ -400,29 +296,9 @@ def zsad_image(detector: Detector, image: Tensor) -> Record:
 
 
 def zsad_training_step(detector: Detector, train_images: Sequence[Path]) -> Record:
-    """``ZSADModule.training_step`` on zsad's own items of the training images: the loss and the gradients."""
-    records = [
-        SampleRecord(
-            path=path,
-            label=int(mask_for(path) is not None),
-            category=path.parents[2].name,
-            defect_type=path.parent.name,
-            mask_path=mask_for(path),
-            dataset="mvtec",
-        )
-        for path in train_images
-    ]
-    dataset = AnomalyDataset(records, IMAGE_SIZE)
-    batch = default_collate([dataset[i] for i in range(len(dataset))])
-    batch = {k: v.to(detector.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-    module = detector.module
-    module.train()
-    module.zero_grad(set_to_none=True)
-    loss = module.training_step(batch, 0)
-    loss.backward()
-    gradients = {name: p.grad.detach().cpu().clone() for name, p in module.named_parameters() if p.grad is not None}
-    module.eval()
-    return {"loss": float(loss), "gradients": gradients, "masks": batch["mask"][:, 0].cpu()}
+    """``ZSADModule.training_step`` on zsad's own items of the training images: the loss, gradients and masks."""
+    step = common.zsad_training_step(detector.module, zsad_items(train_images), str(detector.device))
+    return {"loss": step["loss"], "gradients": step["gradients"], "masks": step["batch"]["mask"][:, 0].cpu()}
 
 
 def run_zsad(
@@ -458,12 +334,6 @@ FLIPPED_SHARE_TOLERANCE = 0.01
 flips, not a systematic difference."""
 
 
-def update_scaled(stage: Stage, ours: Tensor, theirs: Tensor) -> None:
-    """Fold a pair into ``stage`` after dividing both by the official tensor's largest magnitude."""
-    scale = float(theirs.detach().abs().max()) or 1.0
-    stage.update(ours.detach().cpu() / scale, theirs.detach().cpu() / scale)
-
-
 def is_feature(name: str) -> bool:
     """Whether a stage compares features (scale-relative bound) rather than probabilities or maps."""
     return name.startswith(("global feature", "patch tokens", "text features"))
@@ -490,10 +360,7 @@ def fill_training(comparison: Comparison, official: Record, ours: Record) -> Non
         torch.tensor(ours["loss"]), torch.tensor(official["loss"])
     )
     official_gradients = trained_state(official["gradients"], ours["prompt"])
-    for name, theirs in official_gradients.items():
-        mine = ours["gradients"].get(name)
-        if mine is None:
-            raise ValueError(f"zsad computed no gradient for {name}")
+    for name, mine, theirs in matched_gradients(official_gradients, ours["gradients"]):
         if name == "prompt.deep":
             stage = comparison.stage(
                 f"training: gradient {name} (/ max |grad|; fp16 per prompt)", FP16_GRADIENT_TOLERANCE
@@ -524,16 +391,13 @@ def compare(src: Path, images: Sequence[Path], *, seed: int = 0, device: str = "
         The comparison, with the time per image of both test paths (model only: preprocessed image in, final
         518 px map out; text features encoded once before, as test.py does).
     """
-    src = Path(src).resolve()
-    images = [Path(p) for p in images]
-    if not images:
-        raise SystemExit("anomalyclip parity: no images; give MVTec-layout test images (../shared/data has some)")
+    src, images = checked_inputs("anomalyclip", src, images)
     train_images = training_batch_images(images)
     comparison = Comparison("anomalyclip")
     with tempfile.TemporaryDirectory(prefix="anomalyclip_parity_") as tmp:
         folder = Path(tmp)
-        weights = write_clip_weights(folder, seed)
-        with official_code(src) as installed:
+        weights = write_clip_archive(folder / "clip_openai_torchscript.pt", seed)
+        with official_code(src) as environment_notes:
             official = run_official(weights, images, train_images, folder, seed)
         ours = run_zsad(official["checkpoint"], weights, images, train_images, folder, device)
     for official_input, our_input in zip(official["inputs"], ours["inputs"], strict=True):
@@ -545,8 +409,7 @@ def compare(src: Path, images: Sequence[Path], *, seed: int = 0, device: str = "
     fill_training(comparison, official["training"], {**ours["training"], "prompt": ours["prompt"]})
     comparison.seconds_official, comparison.seconds_zsad = official["seconds"], ours["seconds"]
     comparison.notes += [
-        f"official {src.name} ({describe_images(images)}; training batch {[p.parent.name for p in train_images]}), "
-        f"seed {seed}, {MODEL_NAME} at {IMAGE_SIZE} px, batch 1, {torch.get_num_threads()} threads, zsad on {device}",
+        setup_note(src, images, seed, device, train_images),
         "released: test.sh (--features_list 24) vs the imported checkpoint (configs/released/anomalyclip.yaml); "
         "paper layers: test.py's default --features_list 6 12 18 24 vs the same checkpoint with configs/method/"
         "static.yaml",
@@ -557,25 +420,14 @@ def compare(src: Path, images: Sequence[Path], *, seed: int = 0, device: str = "
         "training: train.py's loop body (features_list 24, lam 4) from the official functions, labels kept on the "
         "CPU; zsad: ZSADModule.training_step of the imported model",
     ]
-    comparison.notes += official["notes"]
-    if installed:
-        comparison.notes.append(f"stand-ins for uninstalled imports: {', '.join(installed)}")
+    comparison.notes += environment_notes
     return comparison
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the comparison table; exit status 1 when a stage is out of bounds."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, required=True, help="checkout of the official AnomalyCLIP repository")
-    parser.add_argument(
-        "--images", type=int, default=2, help="how many ../shared/data MVTec bottle images (half normal)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    comparison = compare(args.src, parity_images(args.images), seed=args.seed, device=args.device)
-    print(comparison.table())
-    return 0 if comparison.passed else 1
+    args = parity_parser(__doc__ or "", "AnomalyCLIP", " (half normal)").parse_args(argv)
+    return report(compare(args.src, parity_images(args.images), seed=args.seed, device=args.device))
 
 
 if __name__ == "__main__":

@@ -41,29 +41,21 @@ import concurrent.futures
 import contextlib
 import ctypes
 import gc
-import importlib.machinery
-import importlib.util
 import io
-import json
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
-import types
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import default_collate
 
 import zsad
-from zsad.data.datasets.base import AnomalyDataset, SampleRecord
 from zsad.heads.maps import class_logits
 from zsad.heads.saga import spatial_weights
 from zsad.importers import import_checkpoint
@@ -72,18 +64,30 @@ from zsad.module import ZSADModule
 from zsad.prompts.cops.ests import average_neighbor
 from zsad.prompts.cops.icts import prior_latents
 
+from . import common
 from .common import (
+    IMAGE_SIZE,
     Comparison,
+    Record,
+    checked_inputs,
+    cuda_as_identity,
     default_images,
-    describe_images,
-    mask_for,
-    official_import_path,
-    seeded_clip_state_dict,
+    matched_gradients,
+    mean_after_warmup,
+    parity_parser,
+    quiet,
+    replaced,
+    report,
+    setup_note,
+    stand_in,
     timed,
+    training_batch_images,
+    update_scaled,
+    write_clip_archive,
+    write_official_meta,
+    zsad_items,
 )
 
-MODEL_NAME = "ViT-L-14-336-quickgelu"
-IMAGE_SIZE = 518
 LAYER = 24
 SAMPLES = 10
 """R: prior samples per test image (hard-coded in the official test.py)."""
@@ -104,66 +108,15 @@ OFFICIAL_MODULES = ("lib", "utils", "datasets", "test", "train")
 UNUSED_IMPORTS = ("cv2",)
 """Imported at the top of utils/tools.py, used only for the pictures (``visualizer``), which the harness skips."""
 
-Record = dict[str, Any]
-
 
 class Collected(Exception):  # noqa: N818 (a signal, not an error)
     """Raised inside an official function once everything compared has been observed."""
 
 
 # ---------------------------------------------------------------- patching helpers
-@contextlib.contextmanager
-def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
-    """``owner.name = value`` for the duration of the block."""
-    original = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
-
-
-@contextlib.contextmanager
-def stand_ins(names: Sequence[str]) -> Iterator[list[str]]:
-    """Empty modules for the missing packages among ``names`` (any attribute raises when called); yield which."""
-    missing = [name for name in names if name not in sys.modules and importlib.util.find_spec(name) is None]
-    for name in missing:
-        module = types.ModuleType(name)
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-
-        def unavailable(attribute: str, package: str = name) -> Callable[..., Any]:
-            if attribute.startswith("__"):
-                raise AttributeError(attribute)
-
-            def call(*args: Any, **kwargs: Any) -> Any:
-                raise RuntimeError(f"{package}.{attribute} is not installed; the parity run should never call it")
-
-            return call
-
-        module.__getattr__ = unavailable  # type: ignore[attr-defined]
-        sys.modules[name] = module
-    try:
-        yield missing
-    finally:
-        for name in missing:
-            sys.modules.pop(name, None)
-
-
-@contextlib.contextmanager
-def official_code(src: Path) -> Iterator[list[str]]:
-    """The official checkout importable (stand-ins for its unused, uninstalled imports)."""
-    with stand_ins(UNUSED_IMPORTS) as missing, official_import_path(src, *OFFICIAL_MODULES):
-        yield missing
-
-
-@contextlib.contextmanager
-def cpu_cuda() -> Iterator[None]:
-    """``Tensor.cuda()`` returns the tensor itself when there is no GPU (the official scripts always call it)."""
-    if torch.cuda.is_available():
-        yield
-        return
-    with replaced(torch.Tensor, "cuda", lambda self, *args, **kwargs: self):
-        yield
+def official_code(src: Path) -> contextlib.AbstractContextManager[list[str]]:
+    """The official checkout importable (stand-ins for its unused, uninstalled imports); yields notes on them."""
+    return common.official_code(src, OFFICIAL_MODULES, [stand_in(name) for name in UNUSED_IMPORTS])
 
 
 @contextlib.contextmanager
@@ -196,63 +149,7 @@ def progress(message: str) -> None:
     print(f"[cops parity {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def legacy_pillow_masks() -> Iterator[None]:
-    """``Image.fromarray(float_zeros, mode="L")`` as the Pillow the official code pins (10.2) did it: a zero mask.
-
-    The official ``Dataset`` builds the mask of a normal image from a float64 array of zeros with mode ``"L"``;
-    Pillow 11 refuses that pairing. Only such arrays are cast (to uint8 zeros, the same image); everything else
-    reaches Pillow unchanged.
-    """
-    original = Image.fromarray
-
-    def fromarray(obj: Any, mode: str | None = None, *args: Any, **kwargs: Any) -> Image.Image:
-        if mode == "L" and isinstance(obj, np.ndarray) and obj.dtype != np.uint8 and not obj.any():
-            obj = obj.astype(np.uint8)
-        return original(obj, mode, *args, **kwargs)
-
-    with replaced(Image, "fromarray", fromarray):
-        yield
-
-
-def quiet(function: Callable[..., Any], *args: Any) -> Any:
-    """Call an official function with its prints and progress bars silenced."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return function(*args)
-
-
 # ---------------------------------------------------------------- shared inputs
-class WeightTree(nn.Module):
-    """A module whose only content is parameters and buffers at given dotted names (no code to run)."""
-
-
-def write_clip_weights(folder: Path, seed: int) -> Path:
-    """The seeded CLIP weights as a TorchScript archive holding OpenAI's key layout, like ``ViT-L-14-336px.pt``.
-
-    That is the format both loaders read as released: the official ``lib.load`` tries ``torch.jit.load`` first and
-    falls back to ``torch.load`` on the same, already consumed file object, which fails for a plain ``torch.save``
-    file; zsad reads the archive's ``state_dict()`` without running its code.
-    """
-    root = WeightTree()
-    torch.manual_seed(seed)  # open_clip's random init comes from the global RNG, the perturbation from ``seed``
-    for key, value in seeded_clip_state_dict(MODEL_NAME, seed).items():
-        *path, leaf = key.split(".")
-        node = root
-        for part in path:
-            if part not in node._modules:
-                node.add_module(part, WeightTree())
-            node = node._modules[part]
-        if value.is_floating_point():
-            node.register_parameter(leaf, nn.Parameter(value, requires_grad=False))
-        else:
-            node.register_buffer(leaf, value)  # OpenAI's int64 meta entries
-    path = folder / "ViT-L-14-336px-seeded.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated; the archive format is not
-        torch.jit.script(root).save(str(path))
-    return path
-
-
 def perturbed(state: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
     """Every floating tensor plus seeded noise (0.02 for matrices, 0.1 for vectors); template buffers untouched."""
     generator = torch.Generator().manual_seed(seed + 1)
@@ -293,22 +190,7 @@ def write_meta(folder: Path, images: Sequence[Path], dataset: str) -> Path:
     from datasets.getdata import generate_class_info  # inside official_code()
 
     objects, _ = generate_class_info(dataset)
-    category = "bottle" if "bottle" in objects else objects[0]
-    items = []
-    for path in images:
-        mask = mask_for(path)
-        items.append(
-            {
-                "img_path": str(path),
-                "mask_path": str(mask) if mask is not None else "",
-                "cls_name": category,
-                "specie_name": path.parent.name,
-                "anomaly": int(mask is not None),
-            }
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps({"test": {category: items}}))
-    return folder
+    return write_official_meta(folder, images, "bottle" if "bottle" in objects else objects[0])
 
 
 def watch_deep_copies(blocks: Sequence[nn.Module], store: dict[int, Tensor], take: Callable[[Tensor], Tensor]) -> None:
@@ -449,7 +331,7 @@ def run_official_test(
         stack.enter_context(replaced(official_test, "visualizer", lambda *args, **kwargs: None))
         stack.enter_context(replaced(official_test, "image_level_metrics", metrics))
         stack.enter_context(injected_randn(lambda size: len(size) == 3 and size[0] == SAMPLES, draws))
-        stack.enter_context(cpu_cuda())
+        stack.enter_context(cuda_as_identity())
         with contextlib.suppress(Collected):
             quiet(official_test.test, arguments)
     if not collected:
@@ -459,8 +341,7 @@ def run_official_test(
         record["final map"] = torch.as_tensor(np.asarray(collected[category]["pred_pixel"][index]))[None]
         record["image score"] = torch.tensor([collected[category]["pred_image"][index]])
     durations = [end - start for start, end in zip(observer.starts, observer.ends, strict=True)]
-    seconds = float(np.mean(durations[1:])) if len(durations) > 1 else float("nan")
-    return {"images": observer.images, "seconds": seconds}
+    return {"images": observer.images, "seconds": mean_after_warmup(durations)}
 
 
 def run_official_training(src: Path, clip_file: Path, full_state: Path, data: Path, noise: Tensor) -> Record:
@@ -520,7 +401,7 @@ def run_official_training(src: Path, clip_file: Path, full_state: Path, data: Pa
         stack.enter_context(replaced(torch.optim, "Adam", StopBeforeStep))
         stack.enter_context(replaced(torch.Tensor, "backward", recording_backward))
         stack.enter_context(injected_randn(lambda size: size == (1, *noise.shape), [noise[None].clone()]))
-        stack.enter_context(cpu_cuda())
+        stack.enter_context(cuda_as_identity())
         with contextlib.suppress(Collected):
             quiet(official_train.train, arguments)
     if "gradients" not in record:
@@ -530,23 +411,6 @@ def run_official_training(src: Path, clip_file: Path, full_state: Path, data: Pa
 
 
 # ---------------------------------------------------------------- zsad
-def zsad_items(images: Sequence[Path]) -> list[dict[str, Any]]:
-    """Items of zsad's own dataset class for ``images`` (MVTec layout)."""
-    records = [
-        SampleRecord(
-            path=path,
-            label=int(mask_for(path) is not None),
-            category=path.parents[2].name,
-            defect_type=path.parent.name,
-            mask_path=mask_for(path),
-            dataset="mvtec",
-        )
-        for path in images
-    ]
-    dataset = AnomalyDataset(records, IMAGE_SIZE)
-    return [dataset[i] for i in range(len(dataset))]
-
-
 @torch.no_grad()
 def zsad_inference(module: ZSADModule, item: dict[str, Any], device: str) -> Record:
     """Every compared stage of one image through the imported zsad model (its documented test path)."""
@@ -601,11 +465,9 @@ def zsad_training(
     out = import_checkpoint(full_state, "cops", TRAINING_SET, folder / "cops_full.ckpt", weights=str(clip_file))
     release_memory()
     module = zsad.load(out, device="cpu", weights=str(clip_file)).module
-    module.train()
-    module.zero_grad(set_to_none=True)
     copies: dict[int, Tensor] = {}
     watch_deep_copies(module.backbone.text.transformer.resblocks, copies, lambda grad: grad[:, 1 : 1 + 4])
-    batch = default_collate(zsad_items(images))
+    items = zsad_items(images)
     original = torch.randn_like
 
     def randn_like(tensor: Tensor, *args: Any, **kwargs: Any) -> Tensor:  # the posterior sample's noise
@@ -614,12 +476,10 @@ def zsad_training(
         return original(tensor, *args, **kwargs)
 
     with replaced(torch, "randn_like", randn_like):
-        loss = module.training_step(batch, 0)
-    loss.backward()
-    gradients = {name: p.grad.detach().cpu().clone() for name, p in module.named_parameters() if p.grad is not None}
+        step = common.zsad_training_step(module, items, "cpu")
     return {
-        "loss": float(loss),
-        "gradients": gradients,
+        "loss": step["loss"],
+        "gradients": step["gradients"],
         "deep copies": copies,
         "official gradients": convert(official["gradients"], module),
     }
@@ -647,9 +507,8 @@ def fill_test(comparison: Comparison, label: str, official: Sequence[Record], ou
         theirs = {**theirs, "prototypes": torch.cat(theirs["prototypes"], dim=1)}  # normal, then anomaly
         comparison.stage("input", 1e-6).update(mine["input"], theirs["input"])
         for name in FEATURE_STAGES:
-            scale = float(theirs[name].abs().max()) or 1.0
             stage = comparison.stage(f"{label} {name} (/ max |official|)", 1e-4)
-            stage.update(mine[name] / scale, theirs[name].reshape(mine[name].shape) / scale)
+            update_scaled(stage, mine[name], theirs[name].reshape(mine[name].shape))
         for name in SCORE_STAGES:
             comparison.stage(f"{label} {name}", 1e-5).update(mine[name], theirs[name].reshape(mine[name].shape))
 
@@ -672,28 +531,15 @@ def fill_training(comparison: Comparison, official: Record, ours: Record) -> Non
     )
     theirs_copies = torch.stack([official["deep copies"][layer] for layer in range(1, DEEP_LAYERS + 1)])
     mine_copies = torch.stack([ours["deep copies"][layer] for layer in range(1, DEEP_LAYERS + 1)])
-    scale = float(theirs_copies.abs().max()) or 1.0
     stage = comparison.stage("gradient of each deep-prompt copy before its fp16 cast (/ max |grad|)", 1e-4)
-    stage.update(mine_copies / scale, theirs_copies / scale)
-    for name, theirs in sorted(ours["official gradients"].items()):
-        mine = ours["gradients"].get(name)
-        if mine is None:
-            raise ValueError(f"zsad computed no gradient for {name}")
-        scale = float(theirs.abs().max()) or 1.0
+    update_scaled(stage, mine_copies, theirs_copies)
+    official_gradients = dict(sorted(ours["official gradients"].items()))
+    for name, mine, theirs in matched_gradients(official_gradients, ours["gradients"]):
         if name == "prompt.deep":
             label, bound = f"gradient {name} (/ max |grad|; summed fp16-rounded copies: one fp16 step)", FP16_SPACING
         else:
             label, bound = f"gradient {name} (/ max |grad|)", 1e-4
-        comparison.stage(label, bound).update(mine / scale, theirs / scale)
-
-
-def training_batch_images(images: Sequence[Path], size: int) -> list[Path]:
-    """Up to ``size`` images: anomalous ones with masks first, then a normal one."""
-    anomalous = [p for p in images if mask_for(p) is not None]
-    normal = [p for p in images if mask_for(p) is None]
-    chosen = anomalous[: max(1, size - 1)] + normal[:1]
-    chosen += [p for p in images if p not in chosen]
-    return chosen[:size]
+        update_scaled(comparison.stage(label, bound), mine, theirs)
 
 
 def isolated(function: Callable[..., Any], *args: Any) -> Any:
@@ -712,19 +558,20 @@ def serialized(function: Callable[..., Any], *args: Any) -> bytes:
 
 
 def official_prompt_phase(src: Path, folder: Path, seed: int) -> tuple[Path, Path, Path, list[str]]:
-    """The seeded CLIP archive and the official prompt files; with the stand-ins the official import needed."""
-    clip_file = write_clip_weights(folder, seed)
+    """The seeded CLIP archive and the official prompt files; with notes on what the official import needed."""
+    torch.manual_seed(seed)  # the global stream the official lib.load then draws from, as it always was
+    clip_file = write_clip_archive(folder / "ViT-L-14-336px-seeded.pt", seed)
     release_memory()
-    with official_code(src) as stand_in_packages:
+    with official_code(src) as environment_notes:
         released, full_state = write_official_prompt_files(clip_file, folder, seed)
-    return clip_file, released, full_state, stand_in_packages
+    return clip_file, released, full_state, environment_notes
 
 
 def official_test_phase(
     src: Path, clip_file: Path, released: Path, folder: Path, images: Sequence[Path], test_set: str, latents: list
 ) -> Record:
     """The official test of ``images`` as ``--dataset test_set`` (see :func:`run_official_test`)."""
-    with official_code(src), legacy_pillow_masks():
+    with official_code(src):
         data = write_meta(folder / f"test_{test_set}", images, test_set)
         return run_official_test(src, clip_file, released, data, test_set, latents)
 
@@ -733,7 +580,7 @@ def official_training_phase(
     src: Path, clip_file: Path, full_state: Path, folder: Path, images: Sequence[Path], noise: Tensor
 ) -> Record:
     """One official training batch of ``images`` (see :func:`run_official_training`)."""
-    with official_code(src), legacy_pillow_masks():
+    with official_code(src):
         data = write_meta(folder / "train", images, TRAINING_SET)
         return run_official_training(src, clip_file, full_state, data, noise)
 
@@ -753,18 +600,15 @@ def compare(src: Path, images: Sequence[Path], *, seed: int = 0, device: str = "
     Returns:
         The comparison, with the time per image of both test paths (the MVTec-trained setting).
     """
-    src = Path(src).resolve()
-    images = [Path(p).resolve() for p in images]
-    if not images:
-        raise SystemExit("cops parity: no images; give MVTec-layout test images (../shared/data has some)")
-    train_images = training_batch_images(images, min(2, len(images)))
+    src, images = checked_inputs("cops", src, images)
+    train_images = training_batch_images(images)
     noise = torch.randn(len(train_images), 768, generator=torch.Generator().manual_seed(seed + 2))
     comparison = Comparison("cops")
     timings: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="cops_parity_") as tmp, contextlib.chdir(tmp):
         folder = Path(tmp)
         progress("writing the seeded CLIP archive and the official prompt files")
-        clip_file, released, full_state, stand_in_packages = isolated(official_prompt_phase, src, folder, seed)
+        clip_file, released, full_state, environment_notes = isolated(official_prompt_phase, src, folder, seed)
         for trained_on, test_set in SETTINGS.items():
             progress(f"zsad: import --trained-on {trained_on}, load, test")
             ours = isolated(zsad_test, released, trained_on, clip_file, folder, images, device)
@@ -780,30 +624,21 @@ def compare(src: Path, images: Sequence[Path], *, seed: int = 0, device: str = "
         fill_training(comparison, official_training, ours_training)
     comparison.seconds_official, comparison.seconds_zsad = timings["mvtec"]
     comparison.notes += [
-        f"official {src.name} ({describe_images(images)}; training batch {[p.parent.name for p in train_images]}), "
-        f"seed {seed}, {MODEL_NAME} at {IMAGE_SIZE} px, batch 1, {torch.get_num_threads()} threads, {device}",
+        setup_note(src, images, seed, device, train_images),
         "same noise: zsad's seeded per-image prior latents handed to the official torch.randn((10, 1, 768)); one "
         "seeded posterior noise for both training steps",
         f"time per image of the MVTec-trained setting; VisA-trained: official {timings['visa'][0]:.3f} s, "
         f"zsad {timings['visa'][1]:.3f} s. Official: encode_image to gaussian_filter of its test loop (after the "
         "first image); zsad: zsad.load's Detector.score_batch (after a warm-up)",
     ]
-    if stand_in_packages:
-        comparison.notes.append(f"stand-ins for uninstalled, unused imports: {', '.join(stand_in_packages)}")
+    comparison.notes += environment_notes
     return comparison
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the comparison table; exit status 1 when a stage is out of bounds."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--src", type=Path, required=True, help="checkout of the official CoPS repository")
-    parser.add_argument("--images", type=int, default=2, help="how many ../shared/data MVTec bottle images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    comparison = compare(args.src, default_images(args.images), seed=args.seed, device=args.device)
-    print(comparison.table())
-    return 0 if comparison.passed else 1
+    args = parity_parser(__doc__ or "", "CoPS").parse_args(argv)
+    return report(compare(args.src, default_images(args.images), seed=args.seed, device=args.device))
 
 
 if __name__ == "__main__":

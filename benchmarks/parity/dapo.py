@@ -14,6 +14,8 @@ step runs with fewer context sets (see :func:`compare`); its checkpoint goes thr
 
 The official modules import ``cv2``, ``tabulate`` and ``skimage`` at the top but use them only for pictures,
 tables and AUPRO; where those packages are missing, stand-ins that raise when called are installed for the import.
+The official ``Dataset`` builds a normal image's zero mask in a way current Pillow refuses; that one call is bridged
+(:func:`~benchmarks.parity.common.zero_masks_as_uint8`).
 
 Usage::
 
@@ -25,27 +27,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.machinery
-import importlib.util
-import io
 import json
 import resource
 import sys
 import tempfile
-import types
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import default_collate
 
 import zsad
-from zsad.data.datasets.base import AnomalyDataset, SampleRecord
 from zsad.heads.maps import class_logits
 from zsad.heads.multiclass import defect_class_map
 from zsad.importers import import_checkpoint
@@ -53,18 +47,30 @@ from zsad.importers.dapo import convert, read
 from zsad.inference.configs import module_from_configs
 from zsad.module import ZSADModule
 
+from . import common
 from .common import (
+    CLIP_MODEL,
+    IMAGE_SIZE,
     Comparison,
+    Record,
+    checked_inputs,
     default_images,
-    describe_images,
-    mask_for,
-    official_import_path,
+    matched_gradients,
+    parity_parser,
+    quiet,
+    report,
     seeded_clip_state_dict,
+    setup_note,
+    silenced,
+    stand_in,
     timed,
+    training_batch_images,
+    update_scaled,
+    write_official_meta,
+    zsad_items,
+    zsad_training_step,
 )
 
-MODEL_NAME = "ViT-L-14-336-quickgelu"
-IMAGE_SIZE = 518
 LAYERS = (6, 12, 18, 24)
 TEMPERATURE = 0.07
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +79,6 @@ OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 OFFICIAL_MODULES = ("open_clip", "train", "test", "dataset", "loss", "metrics", "logger", "visualization")
 UNUSED_IMPORTS = ("cv2", "tabulate", "skimage")
 """Packages the official modules import at the top but never use on the compared path."""
-
-Record = dict[str, Any]
 
 
 def progress(message: str) -> None:
@@ -90,70 +94,11 @@ def write_clip_weights(folder: Path, seed: int) -> tuple[Path, Path]:
     open_clip drops OpenAI's three meta entries when it reads OpenAI's own archives; the official code reads a
     plain state dict strictly, so it gets the file without them.
     """
-    state = seeded_clip_state_dict(MODEL_NAME, seed)
+    state = seeded_clip_state_dict(CLIP_MODEL, seed)
     openai_file, plain_file = folder / "clip_openai.pt", folder / "clip_plain.pt"
     torch.save(state, openai_file)
     torch.save({k: v for k, v in state.items() if k not in OPENAI_META_KEYS}, plain_file)
     return openai_file, plain_file
-
-
-def training_batch_images(images: Sequence[Path], size: int) -> list[Path]:
-    """Up to ``size`` images for the training batch: anomalous ones with masks first, then a normal one."""
-    anomalous = [p for p in images if mask_for(p) is not None]
-    normal = [p for p in images if p.parent.name == "good"]
-    chosen = anomalous[: max(1, size - 1)] + normal[:1]
-    chosen += [p for p in images if p not in chosen]
-    return chosen[:size]
-
-
-@contextlib.contextmanager
-def stand_ins(names: Sequence[str]) -> Iterator[list[str]]:
-    """Install raising stand-ins for the missing packages among ``names``; yield which; remove them afterwards."""
-    missing = [name for name in names if name not in sys.modules and importlib.util.find_spec(name) is None]
-    for name in missing:
-        module = types.ModuleType(name)
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-
-        def unavailable(attribute: str, package: str = name) -> Callable[..., Any]:
-            if attribute.startswith("__"):
-                raise AttributeError(attribute)
-
-            def call(*args: Any, **kwargs: Any) -> Any:
-                raise RuntimeError(f"{package}.{attribute} is not installed; the parity run should never call it")
-
-            return call
-
-        module.__getattr__ = unavailable  # type: ignore[attr-defined]
-        sys.modules[name] = module
-    try:
-        yield missing
-    finally:
-        for name in missing:
-            sys.modules.pop(name, None)
-
-
-@contextlib.contextmanager
-def pillow_9_zero_masks() -> Iterator[list[int]]:
-    """Let ``Image.fromarray(float zeros, mode="L")`` give an all-zero mask again, as the pinned Pillow 9.2 did.
-
-    The official ``Dataset`` builds a normal image's mask that way; Pillow 10 and later refuse the float array.
-    Only all-zero non-uint8 arrays with mode ``"L"`` are cast; every other call goes to Pillow unchanged. Yields a
-    one-element list counting the calls that were cast.
-    """
-    original = Image.fromarray
-    cast = [0]
-
-    def fromarray(obj: Any, mode: str | None = None) -> Image.Image:
-        if mode == "L" and isinstance(obj, np.ndarray) and obj.dtype != np.uint8 and not obj.any():
-            cast[0] += 1
-            return original(obj.astype(np.uint8))
-        return original(obj) if mode is None else original(obj, mode)
-
-    Image.fromarray = fromarray  # type: ignore[assignment]
-    try:
-        yield cast
-    finally:
-        Image.fromarray = original  # type: ignore[assignment]
 
 
 @contextlib.contextmanager
@@ -163,18 +108,10 @@ def official_code(src: Path) -> Iterator[list[str]]:
     Yields notes on what was bridged for this environment (stand-ins, Pillow), filled when the block ends.
     """
     installed = {k: v for k, v in sys.modules.items() if k == "open_clip" or k.startswith("open_clip.")}
-    notes: list[str] = []
     try:
-        with (
-            stand_ins(UNUSED_IMPORTS) as missing,
-            official_import_path(src, *OFFICIAL_MODULES),
-            pillow_9_zero_masks() as cast,
-        ):
+        missing = [stand_in(name) for name in UNUSED_IMPORTS]
+        with common.official_code(src, OFFICIAL_MODULES, missing) as notes:
             yield notes
-        if missing:
-            notes.append(f"stand-ins for uninstalled, unused imports: {', '.join(missing)}")
-        if cast[0]:
-            notes.append(f"Pillow >= 10 refuses the official normal-image zero mask; cast to uint8 ({cast[0]} masks)")
     finally:
         for name in [k for k in sys.modules if k == "open_clip" or k.startswith("open_clip.")]:
             del sys.modules[name]
@@ -190,7 +127,7 @@ def official_arguments(
     ``folder`` takes the checkpoints; the data (``meta.json``) is read from its parent.
     """
     return argparse.Namespace(
-        model_name=MODEL_NAME,
+        model_name=CLIP_MODEL,
         pretrained=str(weights),
         image_size=IMAGE_SIZE,
         dataset="mvtec",
@@ -217,26 +154,6 @@ def official_arguments(
     )
 
 
-def write_meta(folder: Path, images: Sequence[Path]) -> None:
-    """A ``meta.json`` in the official layout that lists ``images`` (absolute paths) under the test split."""
-    items = []
-    for path in images:
-        mask = mask_for(path)
-        items.append(
-            {
-                "img_path": str(path),
-                "mask_path": str(mask) if mask is not None else "",
-                "cls_name": path.parents[2].name,
-                "anomaly": int(mask is not None),
-                "specie_name": path.parent.name,
-            }
-        )
-    categories: dict[str, list[dict[str, Any]]] = {}
-    for item in items:
-        categories.setdefault(item["cls_name"], []).append(item)
-    (folder / "meta.json").write_text(json.dumps({"test": categories}))
-
-
 def run_official(
     src: Path,
     weights: Path,
@@ -256,7 +173,7 @@ def run_official(
     import train as official_train
     from loss import BinaryDiceLoss, FocalLoss
 
-    write_meta(folder, images)
+    write_official_meta(folder, images)
     train_args = official_arguments(src, weights, folder / "train", len(train_images), seed, train_prompt_count)
     torch.manual_seed(seed)
     components = official_train.create_model_components(train_args)
@@ -311,12 +228,6 @@ def load_into_tester(tester: Any, checkpoint: Path) -> str:
     return note
 
 
-def quiet(function: Callable[..., Any], *args: Any) -> Any:
-    """Call an official function with its prints silenced."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return function(*args)
-
-
 @torch.no_grad()
 def official_inference(tester: Any, image: Tensor) -> Record:
     """Every stage of one image through the official parts, then the official test path itself."""
@@ -355,7 +266,7 @@ def official_training_step(trainer: Any, batch: dict[str, Any]) -> Record:
     """One batch through ``Trainer.train_epoch``: its two loss terms and every gradient (before Adam's update)."""
     trainer.train_loader = [batch]
     try:
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        with silenced():
             local_loss, image_loss = trainer.train_epoch()
     finally:
         torch.autograd.set_detect_anomaly(False)  # train_epoch switches anomaly detection on for the process
@@ -398,23 +309,6 @@ def training_preset(openai_file: Path, checkpoint: Path, device: str, prompt_cou
     return module.to(device)
 
 
-def zsad_records(images: Sequence[Path]) -> list[dict[str, Any]]:
-    """Items of zsad's own dataset class for ``images`` (MVTec layout)."""
-    records = [
-        SampleRecord(
-            path=path,
-            label=int(mask_for(path) is not None),
-            category=path.parents[2].name,
-            defect_type=path.parent.name,
-            mask_path=mask_for(path),
-            dataset="mvtec",
-        )
-        for path in images
-    ]
-    dataset = AnomalyDataset(records, IMAGE_SIZE)
-    return [dataset[i] for i in range(len(dataset))]
-
-
 @torch.no_grad()
 def zsad_inference(module: ZSADModule, item: dict[str, Any], device: str) -> Record:
     """Every stage of one image through zsad's module."""
@@ -439,21 +333,6 @@ def zsad_inference(module: ZSADModule, item: dict[str, Any], device: str) -> Rec
     return record
 
 
-def zsad_training_step(module: ZSADModule, items: Sequence[dict[str, Any]], device: str) -> Record:
-    """One batch through ``ZSADModule.training_step``: the loss and every gradient."""
-    module.train()
-    module.zero_grad(set_to_none=True)
-    batch = default_collate(list(items))
-    batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*self.log.*")  # no Lightning Trainer: nothing to log to
-        loss = module.training_step(batch, 0)
-    loss.backward()
-    gradients = {name: p.grad.detach().cpu().clone() for name, p in module.named_parameters() if p.grad is not None}
-    module.eval()
-    return {"loss": float(loss.detach()), "gradients": gradients}
-
-
 def run_zsad(
     openai_file: Path,
     official: Record,
@@ -464,7 +343,7 @@ def run_zsad(
 ) -> Record:
     """Everything zsad computes, as plain tensors: inference with the preset, then the training step."""
     module = imported_preset(openai_file, official["checkpoint"], folder, device)
-    items = dict(zip(images, zsad_records(images), strict=True))
+    items = dict(zip(images, zsad_items(images), strict=True))
     progress("zsad model ready")
     record: Record = {"images": [zsad_inference(module, items[path], device) for path in images]}
     progress("zsad inference done")
@@ -476,7 +355,8 @@ def run_zsad(
     training = official["training"]
     prompt_count = int(read(training["checkpoint"])["prompt_learner.learnable_normal_tokens"].shape[0])
     module = training_preset(openai_file, training["checkpoint"], device, prompt_count)
-    record["training"] = zsad_training_step(module, zsad_records(train_images), device)
+    step = zsad_training_step(module, zsad_items(train_images), device)
+    record["training"] = {"loss": step["loss"], "gradients": step["gradients"]}
     record["module"] = module
     progress("zsad training step done")
     return record
@@ -554,12 +434,8 @@ def fill_training(comparison: Comparison, official: Record, ours: Record, module
         torch.tensor(ours["loss"]), torch.tensor(official["loss"])
     )
     official_gradients = convert(official["gradients"], module)
-    for name, theirs in official_gradients.items():
-        scale = float(theirs.abs().max()) or 1.0
-        mine = ours["gradients"].get(name)
-        if mine is None:
-            raise ValueError(f"zsad computed no gradient for {name}")
-        comparison.stage(f"gradient {name} (/ max |grad|)", bound("gradient")).update(mine / scale, theirs / scale)
+    for name, mine, theirs in matched_gradients(official_gradients, ours["gradients"]):
+        update_scaled(comparison.stage(f"gradient {name} (/ max |grad|)", bound("gradient")), mine, theirs)
 
 
 def compare(
@@ -586,11 +462,8 @@ def compare(
     Returns:
         The comparison, with the time per image of both test paths.
     """
-    src = Path(src).resolve()
-    images = [Path(p) for p in images]
-    if not images:
-        raise SystemExit("dapo parity: no images; give MVTec-layout test images (../shared/data has some)")
-    batch_images = training_batch_images(images, min(train_images, len(images)))
+    src, images = checked_inputs("dapo", src, images)
+    batch_images = training_batch_images(images, train_images)
     comparison = Comparison("dapo")
     with tempfile.TemporaryDirectory(prefix="dapo_parity_") as tmp:
         folder = Path(tmp)
@@ -602,8 +475,7 @@ def compare(
         fill_training(comparison, official["training"], ours["training"], ours["module"])
     comparison.seconds_official, comparison.seconds_zsad = official["seconds"], ours["seconds"]
     comparison.notes += [
-        f"official {src.name} ({describe_images(images)}), seed {seed}, {MODEL_NAME} at {IMAGE_SIZE} px, batch 1, "
-        f"{torch.get_num_threads()} threads, {device}",
+        setup_note(src, images, seed, device),
         f"training step: batch {[p.parent.name for p in batch_images]}, {train_prompt_count} context sets "
         f"(the official step with 10 did not fit in 23 GB); inference: the preset's 10",
         *official["notes"],
@@ -616,11 +488,7 @@ def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the comparison table; exit status 1 when a stage is out of bounds."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, required=True, help="checkout of the official DAPO repository")
-    parser.add_argument("--images", type=int, default=2, help="how many ../shared/data MVTec bottle images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser = parity_parser(__doc__ or "", "DAPO")
     parser.add_argument("--train-images", type=int, default=1, help="images in the training batch")
     parser.add_argument("--train-prompt-count", type=int, default=2, help="context sets of the training step")
     args = parser.parse_args(argv)
@@ -632,8 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_images=args.train_images,
         train_prompt_count=args.train_prompt_count,
     )
-    print(comparison.table())
-    return 0 if comparison.passed else 1
+    return report(comparison)
 
 
 if __name__ == "__main__":

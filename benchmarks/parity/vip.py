@@ -28,11 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib
-import importlib.machinery
-import importlib.util
-import io
-import json
 import logging
 import sys
 import tempfile
@@ -46,27 +41,38 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
-from torch.utils.data import default_collate
 
 import zsad
-from zsad.data.datasets.base import AnomalyDataset, SampleRecord
 from zsad.heads.maps import aggregate_layers, anomaly_probability
 from zsad.importers import import_checkpoint
 from zsad.importers.vip import map_official
 from zsad.inference.detector import Detector, as_pil
 from zsad.module import ZSADModule
 
+from . import common
 from .common import (
+    IMAGE_SIZE,
     Comparison,
+    Record,
+    checked_inputs,
+    cuda_as_identity,
     default_images,
-    describe_images,
-    mask_for,
-    official_import_path,
-    seeded_clip_state_dict,
+    mean_after_warmup,
+    packaging_only_pkg_resources,
+    parity_parser,
+    replaced,
+    report,
+    setup_note,
+    silenced,
+    stand_in,
+    training_batch_images,
+    update_scaled,
+    write_clip_archive,
+    write_official_meta,
+    zsad_items,
+    zsad_training_step,
 )
 
-MODEL_NAME = "ViT-L-14-336-quickgelu"
-IMAGE_SIZE = 518
 LAYERS = (6, 12, 18, 24)
 N_CTX, N_CLS, TOP_K, SIGMA, TEMPERATURE = 7, 3, 50, 8, 0.07  # the official test.sh (sigma: test.py's default)
 BORDER = 2 * SIGMA  # the band where the smoothing border matters
@@ -88,152 +94,27 @@ results), so the images are filed under a one-category dataset name; the name on
 UNUSED_IMPORTS = ("cv2", "skimage", "tabulate")
 """Packages the official modules import at the top but use only for pictures, AUPRO and the results table."""
 
-Record = dict[str, Any]
-
 
 # ---------------------------------------------------------------- importing the official code
-def stand_in(name: str, **attributes: Any) -> types.ModuleType:
-    """A module called ``name`` with ``attributes``; any other attribute is a function that raises when called."""
-    module = types.ModuleType(name)
-    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-
-    def unavailable(attribute: str) -> Callable[..., Any]:
-        if attribute.startswith("__"):
-            raise AttributeError(attribute)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError(f"{name}.{attribute} is not installed; the parity run should never call it")
-
-        return call
-
-    module.__getattr__ = unavailable  # type: ignore[attr-defined]
-    module.__dict__.update(attributes)
-    return module
-
-
 @contextlib.contextmanager
 def official_code(src: Path) -> Iterator[list[str]]:
-    """The official checkout importable, with stand-ins for what is missing; yields the stand-ins' names.
+    """The official checkout importable, with stand-ins for what is missing; yields notes on what was bridged.
 
-    ``pkg_resources`` (gone from recent setuptools) is only used for ``pkg_resources.packaging.version``, so its
-    stand-in carries the real ``packaging``. The root logger, which the official ``get_logger`` resets, is restored.
-    The official ``dataset`` module gets :func:`pil_shim` as its ``Image``.
+    ``pkg_resources`` gets a stand-in carrying the real ``packaging``. The root logger, which the official
+    ``get_logger`` resets, is restored.
     """
-    import packaging.version
-
-    needed = {name: stand_in(name) for name in UNUSED_IMPORTS}
-    needed["pkg_resources"] = stand_in("pkg_resources", packaging=packaging)
-    missing = [n for n in needed if n not in sys.modules and importlib.util.find_spec(n) is None]
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    sys.modules.update({name: needed[name] for name in missing})
+    missing = [*(stand_in(name) for name in UNUSED_IMPORTS), packaging_only_pkg_resources()]
     try:
-        with (
-            official_import_path(src, *OFFICIAL_MODULES),  # entered first: the dataset import below needs it
-            patched(importlib.import_module("dataset"), "Image", pil_shim()),
-        ):
-            yield missing
+        with common.official_code(src, OFFICIAL_MODULES, missing) as notes:
+            yield notes
     finally:
-        for name in missing:
-            sys.modules.pop(name, None)
         root.handlers[:], root.level = handlers, level
         logging.getLogger("test").handlers.clear()
 
 
-def pil_shim() -> types.ModuleType:
-    """``PIL.Image`` whose ``fromarray(zeros, mode="L")`` takes float arrays again, for the official ``Dataset``.
-
-    The official dataset makes the empty mask of a normal image with ``Image.fromarray(<float64 zeros>, mode="L")``.
-    Pillow up to 10 read such a buffer as 8-bit zeros; current Pillow refuses the float array. The shim passes the
-    same zeros as ``uint8``, so the mask is the all-zero one the official code got.
-    """
-    from PIL import Image
-
-    def fromarray(array: Any, mode: str | None = None) -> Any:
-        if mode == "L" and getattr(array, "dtype", None) is not None and array.dtype.kind == "f" and not array.any():
-            array = array.astype("uint8")
-        return Image.fromarray(array, mode=mode)
-
-    shim = types.ModuleType("PIL.Image")
-    shim.__dict__.update({k: v for k, v in vars(Image).items() if not k.startswith("__")})
-    shim.fromarray = fromarray  # type: ignore[attr-defined]
-    return shim
-
-
-@contextlib.contextmanager
-def patched(target: Any, name: str, value: Any) -> Iterator[None]:
-    """``setattr(target, name, value)`` for the duration of the block."""
-    original = getattr(target, name)
-    setattr(target, name, value)
-    try:
-        yield
-    finally:
-        setattr(target, name, original)
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """The official prints and progress bars silenced."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
 # ---------------------------------------------------------------- shared inputs
-class _Holder(torch.nn.Module):
-    """A node of the weight archive's module tree (TorchScript needs a forward)."""
-
-    def forward(self) -> int:
-        return 0
-
-
-def write_clip_weights(folder: Path, seed: int) -> Path:
-    """The seeded CLIP weights as a TorchScript archive in OpenAI's layout and precision (fp16), read by both sides.
-
-    OpenAI's ``ViT-L-14-336px.pt`` is such an archive. It also has to be one here: the official ``load`` falls back
-    to ``torch.load`` on the file object that ``torch.jit.load`` has already read, which fails for any plain state
-    dict file. Only the archive's ``state_dict()`` is read, by both sides; its code is a placeholder.
-    """
-    root = _Holder()
-    for key, value in seeded_clip_state_dict(MODEL_NAME, seed).items():
-        *parents, leaf = key.split(".")
-        module = root
-        for part in parents:
-            if part not in module._modules:
-                module.add_module(part, _Holder())
-            module = module._modules[part]
-        if value.is_floating_point():
-            module.register_parameter(leaf, torch.nn.Parameter(value.half(), requires_grad=False))
-        else:
-            module.register_buffer(leaf, value)  # OpenAI's meta entries (input_resolution, ...)
-    path = folder / "ViT-L-14-336px.pt"
-    torch.jit.script(root).save(str(path))
-    return path
-
-
-def write_meta(folder: Path, images: Sequence[Path]) -> None:
-    """A ``meta.json`` in the official layout listing ``images`` (absolute paths) under the test split."""
-    categories: dict[str, list[dict[str, Any]]] = {}
-    for path in images:
-        mask = mask_for(path)
-        item = {
-            "img_path": str(path),
-            "mask_path": str(mask) if mask is not None else "",
-            "cls_name": OFFICIAL_DATASET,
-            "specie_name": path.parent.name,
-            "anomaly": int(mask is not None),
-        }
-        categories.setdefault(item["cls_name"], []).append(item)
-    (folder / "meta.json").write_text(json.dumps({"test": categories}))
-
-
-def training_batch_images(images: Sequence[Path]) -> list[Path]:
-    """Two images for the training batch: an anomalous one with a mask and a normal one, when there are."""
-    anomalous = [p for p in images if mask_for(p) is not None]
-    normal = [p for p in images if p.parent.name == "good"]
-    chosen = anomalous[:1] + normal[:1]
-    return (chosen + [p for p in images if p not in chosen])[:2]
-
-
 def official_arguments(folder: Path, checkpoint: Path, data: Path, epochs: int = 1) -> argparse.Namespace:
     """The arguments of test.sh / train.sh for one released file (train.py gets one epoch of one batch)."""
     return argparse.Namespace(
@@ -276,7 +157,7 @@ def write_official_checkpoint(clip_file: Path, folder: Path, seed: int) -> Path:
     from prompt_learner import FGP, ICA
 
     torch.manual_seed(seed)
-    with quiet():
+    with silenced():
         model, _ = VIP2CLIP_lib.load(str(clip_file), device="cpu")
         ica = ICA([], model, {"Prompt_length": N_CTX, "Prompt_cls_length": N_CLS})
     fgp = FGP(dim_v=768, dim_t=768, dim_out=768)
@@ -377,7 +258,7 @@ def run_official_test(clip_file: Path, checkpoint: Path, folder: Path) -> Record
     image_level, pixel_level = metric_recorders(sink)
     args = official_arguments(folder, checkpoint, folder)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(patched(VIP2CLIP_lib, "load", load_seeded))
+        stack.enter_context(replaced(VIP2CLIP_lib, "load", load_seeded))
         for name, value in (
             ("ICA", hooked(official_test.ICA)),
             ("FGP", hooked(official_test.FGP)),
@@ -386,8 +267,8 @@ def run_official_test(clip_file: Path, checkpoint: Path, folder: Path) -> Record
             ("pixel_level_metrics", pixel_level),
             ("tabulate", lambda *a, **k: ""),
         ):
-            stack.enter_context(patched(official_test, name, value))
-        stack.enter_context(quiet())
+            stack.enter_context(replaced(official_test, name, value))
+        stack.enter_context(silenced())
         official_test.setup_seed(args.seed)
         official_test.test(args)
     results = next(iter(r for r in sink["results"].values() if r["pr_sp"]))
@@ -395,8 +276,8 @@ def run_official_test(clip_file: Path, checkpoint: Path, folder: Path) -> Record
         record["image score"] = results["pr_sp"][index].reshape(1)
         record["final map"] = torch.as_tensor(results["anomaly_maps"][index])[None]
         add_official_derived_stages(record)
-    seconds = [end - start for start, end in zip(probe.started, probe.finished, strict=True)][1:]
-    return {"images": probe.images, "seconds": sum(seconds) / len(seconds) if seconds else float("nan")}
+    durations = [end - start for start, end in zip(probe.started, probe.finished, strict=True)]
+    return {"images": probe.images, "seconds": mean_after_warmup(durations)}
 
 
 def add_official_derived_stages(record: Record) -> None:
@@ -463,7 +344,7 @@ def run_official_training(clip_file: Path, checkpoint: Path, folder: Path, data:
     functional.cross_entropy = cross_entropy
     args = official_arguments(folder, checkpoint, data)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(patched(VIP2CLIP_lib, "load", lambda name, *a, **k: load(str(clip_file), *a, **k)))
+        stack.enter_context(replaced(VIP2CLIP_lib, "load", lambda name, *a, **k: load(str(clip_file), *a, **k)))
         for name, value in (
             ("ICA", loaded(official_train.ICA, "prompt_learner")),
             ("FGP", loaded(official_train.FGP, "Zero_try")),
@@ -471,10 +352,9 @@ def run_official_training(clip_file: Path, checkpoint: Path, folder: Path, data:
             ("BinaryDiceLoss", recording(official_train.BinaryDiceLoss)),
             ("F", functional),
         ):
-            stack.enter_context(patched(official_train, name, value))
-        if not torch.cuda.is_available():  # train.py moves the labels with .cuda()
-            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
-        stack.enter_context(quiet())
+            stack.enter_context(replaced(official_train, name, value))
+        stack.enter_context(cuda_as_identity())  # train.py moves the labels with .cuda()
+        stack.enter_context(silenced())
         official_train.setup_seed(args.seed)
         official_train.train(args)
     gradients = {
@@ -527,36 +407,6 @@ def zsad_inference(detector: Detector, probe: ZsadProbe, path: Path) -> tuple[Re
     return record, seconds
 
 
-def zsad_items(images: Sequence[Path]) -> list[dict[str, Any]]:
-    """Items of zsad's own dataset class for ``images`` (MVTec layout), as ``zsad fit`` loads them."""
-    records = [
-        SampleRecord(
-            path=path,
-            label=int(mask_for(path) is not None),
-            category=path.parents[2].name,
-            defect_type=path.parent.name,
-            mask_path=mask_for(path),
-            dataset="mvtec",
-        )
-        for path in images
-    ]
-    dataset = AnomalyDataset(records, IMAGE_SIZE)
-    return [dataset[i] for i in range(len(dataset))]
-
-
-def zsad_training_step(module: ZSADModule, images: Sequence[Path], device: str) -> Record:
-    """One batch through ``ZSADModule.training_step``: the loss and every gradient."""
-    module.train()
-    module.zero_grad(set_to_none=True)
-    batch = default_collate(zsad_items(images))
-    batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-    loss = module.training_step(batch, 0)
-    loss.backward()
-    gradients = {name: p.grad.detach().cpu().clone() for name, p in module.named_parameters() if p.grad is not None}
-    module.eval()
-    return {"loss": float(loss.detach()), "gradients": gradients}
-
-
 def run_zsad(
     clip_file: Path, checkpoint: Path, images: Sequence[Path], train_images: Sequence[Path], folder: Path, device: str
 ) -> Record:
@@ -570,12 +420,11 @@ def run_zsad(
         record, elapsed = zsad_inference(detector, probe, path)
         records.append(record)
         seconds.append(elapsed)
-    timed = seconds[1:]  # the first image warms up
-    training = zsad_training_step(detector.module, train_images, device)
+    step = zsad_training_step(detector.module, zsad_items(train_images), device)
     return {
         "images": records,
-        "seconds": sum(timed) / len(timed) if timed else float("nan"),
-        "training": training,
+        "seconds": mean_after_warmup(seconds),
+        "training": {"loss": step["loss"], "gradients": step["gradients"]},
         "module": detector.module,
     }
 
@@ -589,8 +438,7 @@ MAP_TOLERANCE = 1e-5
 
 def scaled(comparison: Comparison, name: str, ours: Tensor, theirs: Tensor) -> None:
     """Fold a pair into stage ``name``, both divided by the official tensor's largest magnitude."""
-    scale = float(theirs.detach().abs().max()) or 1.0
-    comparison.stage(f"{name} (/ max |x|)", FEATURE_TOLERANCE).update(ours / scale, theirs.to(ours.device) / scale)
+    update_scaled(comparison.stage(f"{name} (/ max |x|)", FEATURE_TOLERANCE), ours, theirs)
 
 
 def absolute(comparison: Comparison, name: str, ours: Tensor, theirs: Tensor, tolerance: float) -> None:
@@ -654,19 +502,15 @@ def compare(src: Path, images: Sequence[Path], *, seed: int = 0, device: str = "
     Returns:
         The comparison, with the time per image of both test paths (batch 1, the first image as warm-up).
     """
-    src = Path(src).resolve()
-    images = [Path(p) for p in images]
-    if not images:
-        raise SystemExit("vip parity: no images; give MVTec-layout test images (../shared/data has some)")
+    src, images = checked_inputs("vip", src, images)
     train_images = training_batch_images(images)
     comparison = Comparison("vip")
     with tempfile.TemporaryDirectory(prefix="vip_parity_") as tmp:
         folder = Path(tmp)
-        clip_file = write_clip_weights(folder, seed)
-        (folder / "train").mkdir()
-        write_meta(folder, images)
-        write_meta(folder / "train", train_images)
-        with official_code(src) as stand_ins:
+        clip_file = write_clip_archive(folder / "ViT-L-14-336px.pt", seed, torch.half)  # fp16, as OpenAI's file
+        write_official_meta(folder, images, OFFICIAL_DATASET)
+        write_official_meta(folder / "train", train_images, OFFICIAL_DATASET)
+        with official_code(src) as environment_notes:
             checkpoint = write_official_checkpoint(clip_file, folder, seed)
             official = run_official_test(clip_file, checkpoint, folder)
             gc.collect()
@@ -680,16 +524,14 @@ def compare(src: Path, images: Sequence[Path], *, seed: int = 0, device: str = "
     comparison.notes += [
         f"training loss: official {official['training']['loss']:.9g}, zsad {ours['training']['loss']:.9g}; smallest "
         f"gap between the {TOP_K}th and {TOP_K + 1}st patch anomaly probability (official): {margin:.3g}",
-        f"official {src.name} ({describe_images(images)}; training batch {[p.parent.name for p in train_images]}), "
-        f"seed {seed}, {MODEL_NAME} at {IMAGE_SIZE} px, batch 1, {torch.get_num_threads()} threads, zsad on {device}",
+        setup_note(src, images, seed, device, train_images),
         "zsad: zsad.importers.import_checkpoint(train.py's file, 'vip', 'mvtec') then zsad.load(..., weights=the "
         "CLIP file), scored by Detector.score_batch; official: test.test and train.train as shipped",
         "features, text and gradients are bounded relative to the largest magnitude of each tensor (gradients: of "
         "each layer's weight and bias together), probabilities, scores and maps absolutely; the max rel diff column "
         "is elementwise, large where an element is near 0, and bounds nothing",
     ]
-    if stand_ins:
-        comparison.notes.append(f"stand-ins for uninstalled imports: {', '.join(stand_ins)}")
+    comparison.notes += environment_notes
     return comparison
 
 
@@ -703,15 +545,8 @@ def pick_images(count: int) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the comparison table; exit status 1 when a stage is out of bounds."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, required=True, help="checkout of the official ViP2-CLIP repository")
-    parser.add_argument("--images", type=int, default=2, help="how many ../shared/data MVTec bottle images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    comparison = compare(args.src, pick_images(args.images), seed=args.seed, device=args.device)
-    print(comparison.table())
-    return 0 if comparison.passed else 1
+    args = parity_parser(__doc__ or "", "ViP2-CLIP").parse_args(argv)
+    return report(compare(args.src, pick_images(args.images), seed=args.seed, device=args.device))
 
 
 if __name__ == "__main__":

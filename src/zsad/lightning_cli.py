@@ -28,7 +28,7 @@ from zsad.registry import load_builtin_components
 from zsad.workflow.checkpointing import resumable_trainer_options
 from zsad.workflow.parse_errors import parser_error_line
 from zsad.workflow.results import ResultsWriter
-from zsad.workflow.tracking import TrackingSaveConfig
+from zsad.workflow.tracking import TrackingSaveConfig, anchor_wandb_folders
 
 EVALUATING_VERBS = ("validate", "test", "predict")
 QUIET_TABLE_VERBS = ("test",)
@@ -152,7 +152,9 @@ class ZSADCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured trainer, plus atomic checkpoint writes, saved random states and per-fit checkpoint folders."""
         kwargs = {**resumable_trainer_options(self._get(self.config_init, "trainer", default={})), **kwargs}
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        anchor_wandb_folders(trainer.loggers)
+        return trainer
 
 
 def config_files_comment(argv: Sequence[str]) -> str:

@@ -80,14 +80,19 @@ def test_hits_and_misses_are_counted_and_replays_are_exact(tiny_backbone, image_
 
 def test_rewritten_image_bytes_miss(tiny_backbone, image_files):
     cache = open_cache(image_files)
-    cache.features(batch_of(image_files), tiny_backbone)
+    first = cache.features(batch_of(image_files), tiny_backbone)
     stat = image_files[1].stat()
     write_image(image_files[1], seed=1234)  # same name, new picture
     os.utime(image_files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as a later edit would
-    replayed = cache.features(batch_of(image_files), tiny_backbone)
+    batch = batch_of(image_files)
+    replayed = cache.features(batch, tiny_backbone)
     assert (cache.counts.hits, cache.counts.misses) == (2, 4)
+    # the miss is computed alone, so compare it with a batch of one: BLAS may round a batch of three differently
     with torch.no_grad():
-        assert torch.equal(replayed.global_embedding, tiny_backbone(batch_of(image_files)["image"]).global_embedding)
+        rewritten = tiny_backbone(batch["image"][1:2]).global_embedding[0]
+    assert torch.equal(replayed.global_embedding[1], rewritten)
+    assert not torch.allclose(replayed.global_embedding[1], first.global_embedding[1])
+    assert torch.equal(replayed.global_embedding[0::2], first.global_embedding[0::2])
 
 
 def test_file_hash_is_computed_once_per_version(tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 import zsad
 from zsad.errors import CheckpointError
 from zsad.importers import import_checkpoint
-from zsad.importers.cops import convert, read
+from zsad.importers.cops import EXTRACTOR_NAMES, convert, read
 from zsad.inference.configs import module_from_configs
 from zsad.prompts.cops.synthesizer import PLACEHOLDER
 
@@ -20,20 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "backbone" / "tiny.yaml"
 PRESET = [ROOT / "configs" / "backbone" / "vit_l_14_336_openai.yaml", ROOT / "configs" / "method" / "cops.yaml"]
 SMOKE = [ROOT / "configs" / "data" / "synthetic.yaml", ROOT / "configs" / "trainer" / "smoke.yaml"]
-EXTRACTOR = {  # official Prototype_Extractor name -> zsad PrototypeExtractor name
-    "ln_1.weight": "ln_1.weight",
-    "ln_1.bias": "ln_1.bias",
-    "attn.in_proj_weight": "attn.in_proj_weight",
-    "attn.in_proj_bias": "attn.in_proj_bias",
-    "attn.out_proj.weight": "attn.out_proj.weight",
-    "attn.out_proj.bias": "attn.out_proj.bias",
-    "ln_2.weight": "ln_2.weight",
-    "ln_2.bias": "ln_2.bias",
-    "mlp.c_fc.weight": "mlp.0.weight",
-    "mlp.c_fc.bias": "mlp.0.bias",
-    "mlp.c_proj.weight": "mlp.2.weight",
-    "mlp.c_proj.bias": "mlp.2.bias",
-}
+EXTRACTOR = EXTRACTOR_NAMES  # official Prototype_Extractor name -> zsad PrototypeExtractor name (a plain rename)
 ENCODER = {"net.0": "encoder.0", "mean": "to_mean", "log_var": "to_logvar"}
 
 
@@ -136,20 +122,15 @@ def test_an_unfiltered_state_dict_maps_the_encoder_and_drops_the_rest(module):
         assert torch.equal(layer.bias, state[f"vae_encoder.{official}.bias"])
 
 
-def test_import_then_load_and_cli_test(module, tmp_path, run_cli, monkeypatch):
+def test_import_then_load_and_cli_test(module, tmp_path, run_cli, monkeypatch, import_provenance):
     state = released_state(module, seed=3)
     path = save_like_train_py(tmp_path / "epoch_5.pth", state)
     out = import_checkpoint(path, "cops", "mvtec", tmp_path / "cops_mvtec.ckpt", extra_configs=[TINY])
     saved = torch.load(out, weights_only=True)
     provenance = saved["zsad"]["provenance"]
-    assert provenance["kind"] == "import" and provenance["method"] == "cops"
-    assert provenance["source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert provenance["preset"] == [
-        "configs/backbone/vit_l_14_336_openai.yaml",
-        "configs/method/cops.yaml",
-        "configs/backbone/tiny.yaml",
-    ]
-    assert [source["dataset"] for source in provenance["aux"]] == ["mvtec"]
+    import_provenance(
+        provenance, path, "cops", ("backbone/vit_l_14_336_openai", "method/cops", "backbone/tiny"), "mvtec"
+    )
     head = saved["hyper_parameters"]["head"]["init_args"]
     assert head["preset"] == "visa" and saved["hyper_parameters"]["prompt"]["init_args"]["neighbor_kernel"] == 3
 

@@ -36,7 +36,13 @@ import torch
 from torch import Tensor
 
 from zsad.errors import CheckpointError
-from zsad.importers.base import ReleasedFormat, load_official_file, register_format
+from zsad.importers.base import (
+    ReleasedFormat,
+    load_official_file,
+    register_format,
+    saved_state_dict,
+    uncovered_parameters,
+)
 from zsad.module import ZSADModule
 from zsad.prompts.static import PLACEHOLDER, StaticPrompt
 
@@ -59,18 +65,8 @@ def read(path: str | Path) -> dict[str, Tensor]:
     Raises:
         CheckpointError: Unreadable file, or a file without the ``prompt_learner`` state dict train.py writes.
     """
-    document = load_official_file(path)
-    state = document.get("prompt_learner") if isinstance(document, Mapping) else None
-    if not isinstance(state, Mapping) or not state:
-        found = sorted(map(str, document))[:8] if isinstance(document, Mapping) else type(document).__name__
-        raise CheckpointError(
-            f"'{path}' has no 'prompt_learner' state dict (found {found}). Give an epoch_<n>.pth written by "
-            "AnomalyCLIP's train.py, e.g. checkpoints/9_12_4_multiscale/epoch_15.pth."
-        )
-    not_tensors = sorted(str(key) for key, value in state.items() if not isinstance(value, Tensor))
-    if not_tensors:
-        raise CheckpointError(f"'{path}': prompt_learner entries {not_tensors[:6]} are not tensors.")
-    return {str(key): value for key, value in state.items()}
+    example = "AnomalyCLIP's train.py, e.g. checkpoints/9_12_4_multiscale/epoch_15.pth"
+    return saved_state_dict(load_official_file(path), path, "prompt_learner", example)
 
 
 def official_shapes(prompt: StaticPrompt, context_length: int) -> dict[str, tuple[int, ...]]:
@@ -110,9 +106,8 @@ def convert(official: Mapping[str, Tensor], module: ZSADModule) -> dict[str, Ten
         problems = buffer_problems(official, prompt, module)
     converted = {} if problems else trained_state(official, prompt)
     trainable = module.state_dict()
-    uncovered = sorted(set(trainable) - set(converted))
-    if not problems and uncovered:
-        problems.append(f"this model also trains {uncovered[:6]}, which an AnomalyCLIP file does not hold")
+    if not problems:
+        problems = uncovered_parameters(trainable, converted, "AnomalyCLIP")
     if problems:
         raise CheckpointError(
             f"The AnomalyCLIP checkpoint does not fit the AnomalyCLIP preset: {'; '.join(problems)}. Build the model "

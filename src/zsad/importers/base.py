@@ -85,8 +85,13 @@ def released_format(method: str) -> ReleasedFormat:
     return IMPORTERS[method]
 
 
-def load_official_file(path: str | Path) -> Any:
+def load_official_file(path: str | Path, allowed_globals: Sequence[Any] = ()) -> Any:
     """``torch.load`` of an official file on the CPU without unsafe pickle.
+
+    Args:
+        path: The released file.
+        allowed_globals: Classes the file may hold besides tensors and containers (``torch.serialization``'s
+            ``safe_globals``), e.g. the numpy scalars some training scripts save their losses as.
 
     Raises:
         CheckpointError: Missing, empty or unreadable file.
@@ -97,9 +102,40 @@ def load_official_file(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"Released checkpoint '{path}' is empty (0 bytes).")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load on garbage raises almost anything
         raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint ({short_reason(error)}).") from error
+
+
+def saved_state_dict(document: Any, path: str | Path, part: str, example: str) -> dict[str, Tensor]:
+    """The state dict an official training script saved under ``part``, all tensors.
+
+    Args:
+        document: What :func:`load_official_file` read.
+        path: The file, for messages.
+        part: The key the training script saves the state dict under.
+        example: Which file to give instead, for the message (e.g. "AnomalyCLIP's train.py, e.g. ...").
+
+    Raises:
+        CheckpointError: No non-empty ``part`` mapping, or entries that are not tensors.
+    """
+    state = document.get(part) if isinstance(document, Mapping) else None
+    if not isinstance(state, Mapping) or not state:
+        found = sorted(map(str, document))[:8] if isinstance(document, Mapping) else type(document).__name__
+        raise CheckpointError(
+            f"'{path}' has no '{part}' state dict (found {found}). Give an epoch_<n>.pth written by {example}."
+        )
+    not_tensors = sorted(str(key) for key, value in state.items() if not isinstance(value, Tensor))
+    if not_tensors:
+        raise CheckpointError(f"'{path}': {part} entries {not_tensors[:6]} are not tensors.")
+    return {str(key): value for key, value in state.items()}
+
+
+def uncovered_parameters(expected: Mapping[str, Any], converted: Mapping[str, Any], method: str) -> list[str]:
+    """A problem line when the model trains parameters that the released file does not hold, else none."""
+    uncovered = sorted(set(expected) - set(converted))
+    return [f"this model also trains {uncovered[:6]}, which the {method} file does not hold"] if uncovered else []
 
 
 def preset_paths(released: ReleasedFormat, trained_on: str) -> list[Path]:

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from zsad.errors import CheckpointError
-from zsad.importers.base import ReleasedFormat, load_official_file, register_format
+from zsad.importers.base import ReleasedFormat, load_official_file, register_format, saved_state_dict
 from zsad.module import ZSADModule
 from zsad.prompts.cops.synthesizer import PLACEHOLDER, CoPSPrompt
 
@@ -98,18 +98,8 @@ def read(path: str | Path) -> dict[str, Tensor]:
     Raises:
         CheckpointError: Unreadable file, or a file without the ``prompt_learner`` state dict train.py saves.
     """
-    document = load_official_file(path)
-    state = document.get(SAVED_PART) if isinstance(document, Mapping) else None
-    if not isinstance(state, Mapping) or not state:
-        keys = sorted(map(str, document))[:8] if isinstance(document, Mapping) else type(document).__name__
-        raise CheckpointError(
-            f"'{path}' has no '{SAVED_PART}' state dict (found {keys}). Give an epoch_<n>.pth written by CoPS's "
-            "train.py, e.g. results/models/mvtec/epoch_5.pth."
-        )
-    not_tensors = sorted(str(key) for key, value in state.items() if not isinstance(value, Tensor))
-    if not_tensors:
-        raise CheckpointError(f"'{path}': {SAVED_PART} entries {not_tensors[:6]} are not tensors. Is it a CoPS file?")
-    return dict(state)
+    example = "CoPS's train.py, e.g. results/models/mvtec/epoch_5.pth"
+    return saved_state_dict(load_official_file(path), path, SAVED_PART, example)
 
 
 def parameter_names(prompt: CoPSPrompt, with_encoder: bool) -> dict[str, str]:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from zsad.errors import CheckpointError
 from zsad.heads.multiclass import MultiClassHead
-from zsad.importers.base import ReleasedFormat, register_format
+from zsad.importers.base import ReleasedFormat, load_official_file, register_format, uncovered_parameters
 from zsad.module import ZSADModule
 from zsad.prompts.dapo import DAPOPrompt
 
@@ -58,32 +58,13 @@ def _numpy_scalar_globals() -> list[Any]:
     ]
 
 
-def load_file(path: str | Path) -> Any:
-    """``torch.load`` of an official file on the CPU with ``weights_only=True``, numpy scalars allowed.
-
-    Raises:
-        CheckpointError: Missing, empty or unreadable file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"DAPO checkpoint '{path}' does not exist. Give an epoch_<n>.pth written by train.py.")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"DAPO checkpoint '{path}' is empty (0 bytes).")
-    try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load on garbage raises almost anything
-        reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint ({reason}).") from error
-
-
 def read(path: str | Path) -> dict[str, Tensor]:
     """The tensors of an official DAPO checkpoint, named ``<part>.<key>`` as in the module docstring.
 
     Raises:
         CheckpointError: Unreadable file, or a file without one of the three trained parts.
     """
-    document = load_file(path)
+    document = load_official_file(path, _numpy_scalar_globals())
     if not isinstance(document, Mapping):
         raise CheckpointError(f"'{path}' holds a {type(document).__name__}, not the dictionary DAPO's train.py saves.")
     tensors: dict[str, Tensor] = {}
@@ -154,9 +135,8 @@ def convert(official: Mapping[str, Tensor], module: ZSADModule) -> dict[str, Ten
     for key, value in converted.items():
         if key in expected and tuple(value.shape) != tuple(expected[key].shape):
             problems.append(f"{key} has shape {tuple(value.shape)} but this preset needs {tuple(expected[key].shape)}")
-    uncovered = sorted(set(expected) - set(converted))
-    if uncovered and not missing:
-        problems.append(f"this model also trains {uncovered[:6]}, which a DAPO file does not hold")
+    if not missing:
+        problems += uncovered_parameters(expected, converted, "DAPO")
     if problems:
         raise CheckpointError(
             f"The DAPO checkpoint does not fit the DAPO preset: {'; '.join(problems)}. Build the model from "

@@ -8,6 +8,7 @@ or none are unaffected. See docs/tracking.md.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,19 @@ RESULTS_TABLE = "results"
 def wandb_loggers(loggers: Sequence[Logger]) -> list[WandbLogger]:
     """The W&B loggers among ``loggers`` (usually ``trainer.loggers``)."""
     return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+def anchor_wandb_folders(loggers: Sequence[Logger]) -> None:
+    """Make each W&B logger's folder absolute before its run starts.
+
+    wandb writes the run files from a service process that may outlive the run, and that process resolves a
+    relative folder against its own working directory: a second CLI call in the same Python process from another
+    folder (a notebook, a test) would otherwise write its ``.wandb`` file under the first call's folder.
+    """
+    for logger in wandb_loggers(loggers):
+        folder = logger._wandb_init.get("dir")  # Lightning keeps the init arguments until the run starts
+        if folder is not None and logger._experiment is None:
+            logger._wandb_init["dir"] = logger._save_dir = os.path.abspath(folder)
 
 
 def log_config(loggers: Sequence[Logger], config: dict[str, Any]) -> None:
