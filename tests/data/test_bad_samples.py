@@ -28,8 +28,8 @@ def damaged_root(synthetic_root, tmp_path) -> Path:
     return root
 
 
-def module_for(root: Path, **kwargs) -> MVTecDataModule:
-    return MVTecDataModule(str(root), target_categories=["ring"], image_size=64, num_workers=0, **kwargs)
+def module_for(root: Path, num_workers: int = 0, **kwargs) -> MVTecDataModule:
+    return MVTecDataModule(str(root), target_categories=["ring"], image_size=64, num_workers=num_workers, **kwargs)
 
 
 def test_a_truncated_image_is_an_error_naming_the_file(damaged_root):
@@ -46,9 +46,10 @@ def test_a_mask_of_the_wrong_size_is_an_error_naming_both_files(damaged_root):
         dataset[index]
 
 
-def test_skipped_samples_are_left_out_and_listed_in_the_results(damaged_root):
+@pytest.mark.parametrize("num_workers", [0, 2])  # in loader workers, the skip records travel back with the batch
+def test_skipped_samples_are_left_out_and_listed_in_the_results(damaged_root, num_workers):
     model = ZSADModule(TinyRandomBackbone(), StaticPrompt(deep_depth=1), DualBranchHead(), pixel_metrics=[])
-    data = module_for(damaged_root, on_bad_image="skip")
+    data = module_for(damaged_root, num_workers, on_bad_image="skip")
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.test(model, datamodule=data, verbose=False)
     results = model.test_results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,12 +41,23 @@ def zsad_command(verb: str, args: list[str]) -> list[str]:
 def start_zsad(verb: str, args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     """Start a zsad command (output collected, stderr into stdout)."""
     command = zsad_command(verb, args)
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> str:
-    """Wait for a started command; returns its output, fails the test with the output's tail unless it succeeded."""
-    output, _ = process.communicate(timeout=timeout)
+    """Wait for a started command; returns its output, fails the test with the output's tail unless it succeeded.
+
+    A command still running after ``timeout`` seconds is killed with every process it started (a DDP launcher's
+    other ranks hold the output pipe open), and the test fails with what it printed until then.
+    """
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"{' '.join(process.args[2:4])} still ran after {timeout} s; its output:\n{output[-6000:]}")
     assert process.returncode == 0, f"{' '.join(process.args[2:4])} failed ({process.returncode}):\n{output[-4000:]}"
     return output
 
