@@ -217,3 +217,18 @@ def test_synthetic_module_refuses_overlap(tmp_path: Path) -> None:
         SyntheticDataModule(
             root=str(tmp_path), aux_categories=("disc",), target_categories=("disc",), **SMALL_COUNTS
         ).target_records()
+
+
+def test_workers_start_from_a_fork_server_only_under_ddp(synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("zsad.data.datamodule.usable_cpus", lambda: 2)
+    assert _module(synthetic_root, num_workers=2).test_dataloader().multiprocessing_context is None  # torch's default
+    monkeypatch.setattr("zsad.data.datamodule.in_process_group", lambda: True)
+    assert _module(synthetic_root, num_workers=0).test_dataloader().multiprocessing_context is None  # no workers
+    module = _module(synthetic_root, num_workers=2, eval_batch_size=16)
+    loader = module.test_dataloader()
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    direct = _module(synthetic_root, eval_batch_size=16).test_dataloader()
+    assert _paths(loader) == _paths(direct)  # the dataset travels to the fork-server's workers and reads the same
+    train = module.train_dataloader()
+    assert train.multiprocessing_context.get_start_method() == "forkserver"
+    assert next(iter(train))["image"].shape == (8, 3, 64, 64)

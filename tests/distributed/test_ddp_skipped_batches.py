@@ -47,9 +47,9 @@ def test_a_process_with_an_all_unreadable_batch_keeps_step_with_the_other(tmp_pa
         "--data.init_args.image_size=64",
         "--data.init_args.batch_size=1",
         "--data.init_args.on_bad_image=skip",
-        # no loader workers: forking them after the gloo process group has started its threads can deadlock a
-        # worker at random (one CI run hung here); tests/data/test_bad_samples.py skips with workers
-        "--data.init_args.num_workers=0",
+        # loader workers start from a fork-server under DDP (zsad.data.datamodule.worker_start_method): forked ones
+        # hung here once, stuck in Python's after-fork clean-up
+        "--data.init_args.num_workers=2",
         "--model.feature_cache=off",
         "--trainer.max_epochs=1",
         "--trainer.devices=2",

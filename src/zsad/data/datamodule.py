@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import warnings
 from abc import ABC, abstractmethod
@@ -19,6 +20,7 @@ from zsad.data.datasets.benchmark import Benchmark
 from zsad.data.datasets.mvtec import MVTecAD
 from zsad.data.resumable import resumable_loader
 from zsad.data.transforms import ImageTransform
+from zsad.distributed import in_process_group
 from zsad.errors import ConfigError
 from zsad.registry import DATAMODULES
 
@@ -86,6 +88,7 @@ class ZSADDataModule(L.LightningDataModule, ABC):
         )
         workers = min(self.num_workers, usable_cpus())
         options = {"batch_size": batch_size, "num_workers": workers, "persistent_workers": workers > 0}
+        options["multiprocessing_context"] = worker_start_method(workers)
         if shuffle:  # training: an order from (seed, epoch) that resumes mid-epoch (zsad.data.resumable)
             return resumable_loader(dataset, shuffle=True, trainer=self.trainer, **options)
         return DataLoader(dataset, shuffle=False, **options)
@@ -124,6 +127,21 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def worker_start_method(workers: int) -> str | None:
+    """How loader workers start: from a fork-server while a DDP process group runs, else torch's default.
+
+    A worker forked from a DDP process can hang for good right after the fork: a process-group thread (gloo's
+    run loop) may hold the interpreter's thread-state lock at that moment, and the child then waits on it forever
+    in Python's after-fork clean-up. This was seen in a 2-process ``zsad test`` on CPython 3.11: the worker stuck
+    in ``PyOS_AfterFork_Child``, its rank waiting on the worker, the other rank on the collective. A fork-server
+    forks workers from a clean single-threaded process instead; the price is each worker importing torch once
+    (workers are persistent, so once per loader).
+    """
+    if workers == 0 or not in_process_group() or "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    return "forkserver"
 
 
 def check_loader_options(

@@ -6,15 +6,15 @@ import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from zsad.data.transforms import load_mask
+from zsad.distributed import concatenate_from_processes, in_process_group
 from zsad.errors import NonFiniteScoreError
 from zsad.metrics.curves import binary_metrics
 from zsad.metrics.image_state import ImageScoreStore
@@ -30,7 +30,6 @@ IMAGE_METRIC_NAMES = ("image_auroc", "image_ap", "image_f1max")
 _CURVE_KEYS = {"image_auroc": "auroc", "image_ap": "average_precision", "image_f1max": "f1_max"}
 Group = tuple[str, str]
 Resolution = Literal["eval", "native"]
-T = TypeVar("T")
 
 
 class Evaluator(nn.Module):
@@ -90,7 +89,7 @@ class Evaluator(nn.Module):
 
     def _group_id(self, group: Group) -> int:
         if group not in self._ids:
-            if dist.is_available() and dist.is_initialized():
+            if in_process_group():
                 raise RuntimeError(f"{group} was not declared to Evaluator.reset; ids would differ across processes")
             self._ids[group] = len(self.groups)
             self.groups.append(group)
@@ -183,7 +182,7 @@ class Evaluator(nn.Module):
         counts: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
         undefined: dict[str, dict[str, str]] = defaultdict(dict)
         images: list[ImageScore] = []
-        paths = dict(_gather_lists(list(self._paths.items())))
+        paths = dict(concatenate_from_processes(list(self._paths.items())))
         for group_id, stored in sorted(image_scores.items(), key=lambda item: self.groups[item[0]]):
             dataset, category = self.groups[group_id]
             scores, labels, indices = stored.scores, stored.labels, stored.sample_indices
@@ -212,7 +211,7 @@ class Evaluator(nn.Module):
             mean=macro_mean(list(per_dataset.values()), names),
             undefined=dict(undefined),
             counts=dict(counts),
-            skipped=_unique(_gather_lists(self._skipped)),
+            skipped=_unique(concatenate_from_processes(self._skipped)),
             pictures=[p for group in sorted(self._pictures) for p in self._pictures[group].kept],
             images=images,
             thresholds=thresholds,
@@ -222,7 +221,7 @@ class Evaluator(nn.Module):
     def _gathered_map_ranges(self) -> dict[str, dict[str, list[float]]]:
         """``{dataset: {category: [lowest, highest]}}`` map value, over every process."""
         ranges: dict[str, dict[str, list[float]]] = defaultdict(dict)
-        for (dataset, category), (low, high) in _gather_lists(list(self._map_ranges.items())):
+        for (dataset, category), (low, high) in concatenate_from_processes(list(self._map_ranges.items())):
             known = ranges[dataset].get(category, [low, high])
             ranges[dataset][category] = [min(known[0], low), max(known[1], high)]
         return {dataset: dict(sorted(categories.items())) for dataset, categories in sorted(ranges.items())}
@@ -303,12 +302,3 @@ def _image_metrics(scores: Tensor, labels: Tensor) -> dict[str, float | None]:
 def _unique(skipped: list[dict[str, str]]) -> list[dict[str, str]]:
     """Each skipped file once, in first-seen order (the distributed sampler may repeat a sample on two processes)."""
     return list({(entry["path"], entry["problem"]): entry for entry in skipped}.values())
-
-
-def _gather_lists(local: list[T]) -> list[T]:
-    """Concatenate a small Python list across processes (no-op without DDP)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return list(local)
-    gathered: list[list[T] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, local)
-    return [item for part in gathered for item in (part or [])]

@@ -31,6 +31,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from zsad.checkpoints.files import LATEST_LINK
+from zsad.distributed import gather_from_processes
 from zsad.errors import ConfigError
 from zsad.workflow.atomic import atomic_write
 
@@ -100,15 +101,6 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def gather_from_processes(value: Any) -> list[Any]:
-    """``value`` of every process, in rank order (just ``[value]`` without a process group)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return [value]
-    gathered: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, value)
-    return gathered
 
 
 class RNGStateCheckpoint(Callback):

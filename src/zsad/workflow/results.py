@@ -17,12 +17,12 @@ from lightning.pytorch.callbacks import Callback
 
 from zsad import __version__
 from zsad.checkpoints.provenance import run_seed
+from zsad.distributed import gather_from_processes
 from zsad.errors import WriteError
 from zsad.metrics.results import ImageScore, Results
 from zsad.metrics.thresholds import ThresholdKind
 from zsad.module import ZSADModule, count_trainable
 from zsad.workflow.atomic import atomic_write_files, atomic_write_text
-from zsad.workflow.checkpointing import gather_from_processes
 from zsad.workflow.raw_maps import MapFormat
 from zsad.workflow.run_outputs import RunOutputOptions, RunOutputs
 
