@@ -38,6 +38,7 @@ from torch import Tensor
 from zsad.errors import CheckpointError
 from zsad.importers.base import (
     ReleasedFormat,
+    key_set_problems,
     load_official_file,
     register_format,
     saved_state_dict,
@@ -133,13 +134,7 @@ def static_prompt(module: ZSADModule) -> StaticPrompt:
 
 def key_problems(official: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
     """Unknown, missing and mis-shaped official keys, one phrase each kind."""
-    problems = []
-    unknown = sorted(key for key in official if key not in expected)
-    missing = sorted(key for key in expected if key not in official)
-    if unknown:
-        problems.append(f"unknown keys {unknown[:6]}")
-    if missing:
-        problems.append(f"missing keys {missing[:6]}")
+    problems = key_set_problems(official, expected)
     for key, shape in expected.items():
         if key in official and tuple(official[key].shape) != shape:
             problems.append(f"{key} has shape {tuple(official[key].shape)} but this preset needs {shape}")

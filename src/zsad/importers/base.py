@@ -10,7 +10,7 @@ with its provenance: the source file's SHA-256, the method, the preset and the d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,22 @@ def saved_state_dict(document: Any, path: str | Path, part: str, example: str) -
     if not_tensors:
         raise CheckpointError(f"'{path}': {part} entries {not_tensors[:6]} are not tensors.")
     return {str(key): value for key, value in state.items()}
+
+
+def key_set_problems(
+    official: Iterable[str], known: Collection[str], ignore: Callable[[str], bool] | None = None
+) -> list[str]:
+    """The official keys this format does not know and the known ones the file lacks, one phrase each kind.
+
+    Args:
+        official: The keys in the file.
+        known: Every key the format holds.
+        ignore: Keys of the file that are neither known nor a problem (dropped modules, rebuilt buffers).
+    """
+    official = list(official)
+    unknown = sorted(key for key in official if key not in known and not (ignore is not None and ignore(key)))
+    missing = sorted(key for key in known if key not in set(official))
+    return [f"{kind} keys {keys[:6]}" for kind, keys in (("unknown", unknown), ("missing", missing)) if keys]
 
 
 def uncovered_parameters(expected: Mapping[str, Any], converted: Mapping[str, Any], method: str) -> list[str]:

@@ -43,7 +43,13 @@ import torch
 from torch import Tensor
 
 from zsad.errors import CheckpointError
-from zsad.importers.base import ReleasedFormat, load_official_file, register_format, saved_state_dict
+from zsad.importers.base import (
+    ReleasedFormat,
+    key_set_problems,
+    load_official_file,
+    register_format,
+    saved_state_dict,
+)
 from zsad.module import ZSADModule
 from zsad.prompts.cops.synthesizer import PLACEHOLDER, CoPSPrompt
 
@@ -141,10 +147,7 @@ def convert(official: Mapping[str, Tensor], module: ZSADModule) -> dict[str, Ten
     names = parameter_names(prompt, with_encoder)
     stacked = stacked_names(prompt)
     shapes = official_shapes(names, stacked, expected)
-    unknown = sorted(key for key in official if key not in shapes and not _dropped_or_buffer(key))
-    missing = sorted(key for key in shapes if key not in official)
-    problems = [f"unknown keys {unknown[:6]}"] if unknown else []
-    problems += [f"missing keys {missing[:6]}"] if missing else []
+    problems = key_set_problems(official, shapes, ignore=_dropped_or_buffer)
     problems += [
         f"{key} has shape {tuple(official[key].shape)} but this preset needs {shape}"
         for key, shape in shapes.items()

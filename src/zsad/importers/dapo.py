@@ -28,7 +28,13 @@ from torch import Tensor
 
 from zsad.errors import CheckpointError
 from zsad.heads.multiclass import MultiClassHead
-from zsad.importers.base import ReleasedFormat, load_official_file, register_format, uncovered_parameters
+from zsad.importers.base import (
+    ReleasedFormat,
+    key_set_problems,
+    load_official_file,
+    register_format,
+    uncovered_parameters,
+)
 from zsad.module import ZSADModule
 from zsad.prompts.dapo import DAPOPrompt
 
@@ -126,12 +132,8 @@ def convert(official: Mapping[str, Tensor], module: ZSADModule) -> dict[str, Ten
             problems.append(f"learnable_layer_tokens.* have differing shapes {sorted(shapes)}")
     known = {*names, *(layer_keys if prompt.text_deep is not None else ())}
     problems += _meta_net_problems(official, prompt)
-    unknown = sorted(key for key in official if key not in known and not key.startswith(META_NET))
-    missing = sorted(key for key in known if key not in official)
-    if unknown:
-        problems.append(f"unknown keys {unknown[:6]}")
-    if missing:
-        problems.append(f"missing keys {missing[:6]}")
+    missing = [key for key in known if key not in official]
+    problems += key_set_problems(official, known, ignore=lambda key: key.startswith(META_NET))
     for key, value in converted.items():
         if key in expected and tuple(value.shape) != tuple(expected[key].shape):
             problems.append(f"{key} has shape {tuple(value.shape)} but this preset needs {tuple(expected[key].shape)}")

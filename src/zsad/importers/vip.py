@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from zsad.errors import CheckpointError
-from zsad.importers.base import ReleasedFormat, load_official_file, register_format
+from zsad.importers.base import ReleasedFormat, key_set_problems, load_official_file, register_format
 from zsad.module import ZSADModule
 from zsad.prompts.vip import ViPPrompt
 
@@ -192,13 +192,7 @@ def _key_problems(
     official: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]], dropped: Mapping[str, tuple[int, ...]]
 ) -> list[str]:
     """Unknown, missing and mis-shaped keys, one phrase each kind."""
-    problems = []
-    unknown = sorted(key for key in official if key not in expected and key not in dropped)
-    missing = sorted(key for key in expected if key not in official)
-    if unknown:
-        problems.append(f"unknown keys {unknown[:6]}")
-    if missing:
-        problems.append(f"missing keys {missing[:6]}")
+    problems = key_set_problems(official, expected, ignore=lambda key: key in dropped)
     shapes = {**expected, **dropped}
     for key in sorted(set(official) & set(shapes)):
         if tuple(official[key].shape) != shapes[key]:
