@@ -284,15 +284,14 @@ def official_training_step(trainer: Any, batch: dict[str, Any]) -> Record:
 
 # ---------------------------------------------------------------- zsad
 def imported_preset(openai_file: Path, checkpoint: Path, folder: Path, device: str) -> ZSADModule:
-    """``zsad import`` of the official file, then ``zsad.load`` with the preset, scoring MVTec's test words.
+    """``zsad import`` of the official file, then ``zsad.load`` with the preset and the seeded CLIP file.
 
-    The official test script scores MVTec with its own word list, so the preset is loaded with ``test_vocabulary:
-    mvtec_test`` and the seeded CLIP file, as ``zsad test -c <preset> -c <this file>`` would.
+    The preset's ``test_vocabulary: by_dataset`` scores the MVTec batches with the official test script's MVTec
+    list, as ``zsad test -c <preset> -c <this file>`` would.
     """
     out = import_checkpoint(checkpoint, "dapo", "mvtec", folder / "dapo_mvtec.ckpt", weights=str(openai_file))
     settings = folder / "test_settings.yaml"
     model = {"backbone": {"init_args": {"pretrained": str(openai_file)}}}
-    model["prompt"] = {"init_args": {"test_vocabulary": "mvtec_test"}}
     settings.write_text(json.dumps({"model": model}))
     return zsad.load(out, device, configs=[*PRESET, settings], batch_size=1).module.eval()
 
@@ -313,7 +312,8 @@ def training_preset(openai_file: Path, checkpoint: Path, device: str, prompt_cou
 def zsad_inference(module: ZSADModule, item: dict[str, Any], device: str) -> Record:
     """Every stage of one image through zsad's module."""
     image = item["image"][None].to(device)
-    features = module.extract_features({"image": image})
+    # the batch names its dataset as zsad test's loader does: the preset's test words follow it
+    features = module.extract_features({"image": image, "dataset": [item["dataset"]]})
     scores, text = module.score(features)
     record: Record = {
         "input": image,
@@ -347,9 +347,9 @@ def run_zsad(
     progress("zsad model ready")
     record: Record = {"images": [zsad_inference(module, items[path], device) for path in images]}
     progress("zsad inference done")
-    first = items[images[0]]["image"][None].to(device)
+    first = {"image": items[images[0]]["image"][None].to(device), "dataset": ["mvtec"]}
     with torch.no_grad():
-        record["seconds"] = timed(lambda: module.score(module.extract_features({"image": first})), repeats=1)[1]
+        record["seconds"] = timed(lambda: module.score(module.extract_features(first)), repeats=1)[1]
     del module  # the training step builds the model again with the training step's context sets
     gc.collect()
     training = official["training"]

@@ -17,7 +17,7 @@ from zsad import __version__
 from zsad.backbones.base import Backbone
 from zsad.checkpoints.provenance import PROVENANCE_KEY, fit_provenance, run_seed
 from zsad.components import build
-from zsad.data.batch import batch_size, split_valid
+from zsad.data.batch import batch_size, dataset_runs, split_valid
 from zsad.errors import CheckpointError, ConfigError
 from zsad.features import CacheMode, FeatureCache, FeatureCacheSettings, open_training_cache
 from zsad.heads.base import ScoringHead
@@ -147,6 +147,8 @@ class ZSADModule(L.LightningModule):
                     features = self.backbone(batch["image"])
         if "category" in batch and features.class_names is None:
             features = replace(features, class_names=tuple(object_name(c) for c in batch["category"]))
+        if "dataset" in batch and features.datasets is None:
+            features = replace(features, datasets=tuple(batch["dataset"]))
         return features
 
     def forward(self, images: Tensor) -> Scores:
@@ -248,9 +250,22 @@ class ZSADModule(L.LightningModule):
         self.evaluator.skip(skipped)
         if batch_size(batch) == 0:
             return None
-        scores, text = self.score(self.extract_features(batch))
-        self.evaluator.update(scores, batch, keep_pictures=self.max_pictures, class_names=text.class_names)
-        return {"scores": scores, "batch": batch, "class_names": text.class_names}
+        scored = []
+        for part in self._prompt_parts(batch):
+            scores, text = self.score(self.extract_features(part))
+            self.evaluator.update(scores, part, keep_pictures=self.max_pictures, class_names=text.class_names)
+            scored.append({"scores": scores, "batch": part, "class_names": text.class_names})
+        return scored[0] if len(scored) == 1 else {"parts": scored}
+
+    def _prompt_parts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The batch, or its runs of one dataset each when the prompts depend on the dataset (DAPO's test words).
+
+        A loader over several target datasets can put the end of one and the start of the next in one batch; the
+        runs keep the batch's order.
+        """
+        if not self.prompt.reads_dataset or "dataset" not in batch:
+            return [batch]
+        return dataset_runs(batch)
 
     validation_step = test_step
 
@@ -274,8 +289,12 @@ class ZSADModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Image scores and anomaly maps of a batch."""
-        scores, _ = self.score(self.extract_features(batch))
-        return {"path": batch.get("path"), "image_score": scores.image_score, "anomaly_map": scores.anomaly_map}
+        parts = [self.score(self.extract_features(part))[0] for part in self._prompt_parts(batch)]
+        return {
+            "path": batch.get("path"),
+            "image_score": torch.cat([scores.image_score for scores in parts]),
+            "anomaly_map": torch.cat([scores.anomaly_map for scores in parts]),
+        }
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -28,6 +28,8 @@ class Features:
         vv_tokens: Same layout as ``patch_tokens`` but from the V-V (DPAM) path, or ``None`` when disabled.
         class_names: Object name of each image (e.g. ``"metal nut"``) for methods whose prompts name the object
             (WinCLIP); filled from the batch's categories by the module, ``None`` when unknown.
+        datasets: Benchmark name of each image (e.g. ``"visa"``) for methods whose prompts depend on the dataset
+            (DAPO's per-dataset test words); filled from the batch by the module, ``None`` when unknown.
     """
 
     global_embedding: Tensor
@@ -36,6 +38,7 @@ class Features:
     grid: tuple[int, int]
     vv_tokens: tuple[Tensor, ...] | None = None
     class_names: tuple[str, ...] | None = None
+    datasets: tuple[str, ...] | None = None
 
     @property
     def dense_tokens(self) -> tuple[Tensor, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,16 @@ from training_steps import train_on_batch
 from zsad import ZSADModule
 from zsad.backbones import TinyRandomBackbone
 from zsad.cli import main
+from zsad.data.batch import select
 from zsad.errors import ConfigError
 from zsad.heads.multiclass import MultiClassHead
+from zsad.inference.detector import Detector
 from zsad.losses import ImageCrossEntropy
 from zsad.losses.multiclass import MultiClassFocalLoss
 from zsad.losses.pixel import DiceLoss
-from zsad.prompts.dapo import DEFECT_VOCABULARIES, MVTEC_DEFECT_WORDS, DAPOPrompt
+from zsad.prompts.dapo import DATASET_TEST_VOCABULARIES, DEFECT_VOCABULARIES, MVTEC_DEFECT_WORDS, DAPOPrompt
 from zsad.registry import PROMPTS
+from zsad.structures import Features
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -226,6 +230,44 @@ def test_test_vocabulary_applies_in_eval_mode_only(backbone):
     assert make_prompt(backbone).eval().class_names == ("normal", *WORDS)  # None keeps the training words
 
 
+def dataset_features(*datasets):
+    """Features that carry only what DAPO's text reads: the dataset of each image."""
+    return Features(torch.zeros(len(datasets), 32), (), (), (1, 1), datasets=datasets)
+
+
+def test_by_dataset_scores_each_dataset_with_its_official_list(backbone, caplog):
+    prompt = make_prompt(backbone, test_vocabulary="by_dataset").eval()
+    with torch.no_grad():
+        mvtec = prompt(dataset_features("mvtec", "mvtec"), backbone.text)
+        fixed = make_prompt(backbone, test_vocabulary="mvtec_test").eval()(None, backbone.text)
+        with caplog.at_level(logging.WARNING, logger="zsad.prompts.dapo"):
+            btad = prompt(dataset_features("btad"), backbone.text)
+            prompt(dataset_features("btad"), backbone.text)
+        unknown = prompt(None, backbone.text)
+        training = prompt.train()(dataset_features("mvtec"), backbone.text)
+    assert mvtec.class_names == ("normal", *DEFECT_VOCABULARIES["mvtec_test"])
+    torch.testing.assert_close(mvtec.embeddings, fixed.embeddings, rtol=0, atol=0)  # the same as naming the list
+    assert DATASET_TEST_VOCABULARIES == {
+        "mvtec": "mvtec_test",
+        "visa": "visa",
+        "mpdd": "mpdd",
+        "realiad": "realiad",
+        "mvtec_loco": "mvtec_loco",
+        "mad_real": "mad_real",
+        "mad_sim": "mad_sim",
+    }
+    # a dataset the official script has no list for, or an unknown one: the training words, said once
+    assert btad.class_names == unknown.class_names == training.class_names == ("normal", *WORDS)
+    assert [r.getMessage() for r in caplog.records].count(
+        "DAPO: the official test script has no word list for dataset 'btad'; scoring it with the training words (2). "
+        "Set model.prompt.init_args.test_vocabulary to a list to score it with others."
+    ) == 1
+    assert prompt.eval().reads_dataset and not prompt.train().reads_dataset
+    assert not make_prompt(backbone, test_vocabulary="visa").eval().reads_dataset
+    with pytest.raises(ConfigError, match=r"scores one dataset at a time, but the batch holds \['mpdd', 'visa'\]"):
+        prompt.eval()(dataset_features("visa", "mpdd"), backbone.text)
+
+
 def test_deep_tokens_can_be_disabled(backbone):
     prompt = make_prompt(backbone, text_deep_layers=0, vision_deep_layers=0)
     assert prompt.vision_prompts() is None and prompt.text_prompt_hook() is None
@@ -280,9 +322,48 @@ def test_module_test_step_gives_class_maps_and_metrics(backbone, images):
     with torch.no_grad():
         module.test_step(batch_of(images), 0)
         scores, text = module.score(module.extract_features(batch_of(images)))
-    assert text.class_names == ("normal", *WORDS)
-    assert scores.class_map.shape == (2, 64, 64) and int(scores.class_map.max()) <= 2
+    assert text.class_names == ("normal", *DEFECT_VOCABULARIES["mvtec_test"])  # the preset's MVTec test words
+    assert scores.class_map.shape == (2, 64, 64) and int(scores.class_map.max()) <= 20
     assert any(key.endswith("image_auroc") for key in module.evaluator.compute().flat())
+
+
+def test_a_batch_of_two_datasets_is_scored_with_each_ones_words(backbone, images):
+    module = make_module(backbone).eval()
+    module.evaluator.reset()
+    batch = batch_of(torch.cat([images, images[:1]]))
+    batch = {**batch, "mask": torch.cat([batch["mask"], batch["mask"][:1]]), "label": torch.tensor([1, 0, 1])}
+    batch.update(defect_type=["scratch_head", "good", "hole"], category=["screw", "screw", "pcb1"])
+    batch["dataset"] = ["mvtec", "mvtec", "visa"]  # the end of one target and the start of the next
+    with torch.no_grad():
+        parts = module.test_step(batch, 0)["parts"]
+        alone = [module.score(module.extract_features(select(batch, keep)))[0] for keep in halves(3, 2)]
+        predicted = module.predict_step(batch, 0)
+    assert [part["class_names"] for part in parts] == [
+        ("normal", *DEFECT_VOCABULARIES["mvtec_test"]),
+        ("normal", *DEFECT_VOCABULARIES["visa"]),
+    ]
+    assert [part["batch"]["category"] for part in parts] == [["screw", "screw"], ["pcb1"]]
+    for part, scores in zip(parts, alone, strict=True):
+        torch.testing.assert_close(part["scores"].image_score, scores.image_score, rtol=0, atol=0)
+    expected = torch.cat([scores.image_score for scores in alone])
+    torch.testing.assert_close(predicted["image_score"], expected, rtol=0, atol=0)
+    assert predicted["anomaly_map"].shape == (3, 64, 64)
+    assert {key.split("/")[0] for key in module.evaluator.compute().flat() if not key.startswith("mean")} >= {
+        "mvtec",
+        "visa",
+    }
+
+
+def test_predict_and_detector_take_the_dataset_of_a_folder(backbone, images):
+    detector = Detector(make_module(backbone))
+    assert detector(images, dataset="visa").class_names == ("normal", *DEFECT_VOCABULARIES["visa"])
+    assert detector(images).class_names == ("normal", *WORDS)  # no dataset named: the training words
+
+
+def halves(size, first):
+    """Boolean masks of the first ``first`` samples and of the rest."""
+    head = torch.arange(size) < first
+    return [head, ~head]
 
 
 def test_reproduction_config_fits_and_prints_through_the_cli(tmp_path, monkeypatch, capsys):

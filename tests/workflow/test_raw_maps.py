@@ -19,6 +19,7 @@ from zsad.workflow.raw_maps import (
     write_manifest,
     write_map,
 )
+from zsad.workflow.run_outputs import class_names_record
 
 
 def smooth_map() -> np.ndarray:
@@ -64,3 +65,14 @@ def test_manifest_and_refusals(tmp_path):
     Image.new("I;16", (4, 4)).save(tmp_path / "plain.png")
     with pytest.raises(DataError, match="not a 16-bit map zsad wrote"):
         read_map(tmp_path / "plain.png")
+
+
+def test_manifest_class_names_are_listed_per_dataset_only_when_they_differ():
+    same = class_names_record({"mvtec": ("normal", "hole"), "btad": ("normal", "hole")})
+    assert same == {"class_names": ["normal", "hole"]}
+    differ = class_names_record({"visa": ("normal", "chip"), "mvtec": ("normal", "hole")})
+    assert differ == {
+        "class_names": [],
+        "class_names_by_dataset": {"mvtec": ["normal", "hole"], "visa": ["normal", "chip"]},
+    }
+    assert class_names_record({}) == {"class_names": []}

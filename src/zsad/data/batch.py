@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -30,9 +31,24 @@ def split_valid(batch: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, 
     return select(batch, valid.bool()), skipped
 
 
+def dataset_runs(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batch cut into runs of consecutive samples of one dataset (``batch["dataset"]``), in the batch's order."""
+    datasets = list(batch["dataset"])
+    starts = [i for i, name in enumerate(datasets) if i == 0 or name != datasets[i - 1]]
+    if len(starts) == 1:
+        return [batch]
+    ends = [*starts[1:], len(datasets)]
+    runs = []
+    for start, end in zip(starts, ends, strict=True):
+        keep = torch.zeros(len(datasets), dtype=torch.bool)
+        keep[start:end] = True
+        runs.append(select(batch, keep))
+    return runs
+
+
 def batch_size(batch: dict[str, Any]) -> int:
     """Number of samples in a batch."""
     return int(batch["label"].shape[0]) if "label" in batch else len(batch["image"])
 
 
-__all__ = ["batch_size", "select", "split_valid"]
+__all__ = ["batch_size", "dataset_runs", "select", "split_valid"]

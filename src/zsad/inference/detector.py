@@ -123,8 +123,10 @@ class Detector:
         return self.transform.size
 
     @torch.no_grad()
-    def score_batch(self, images: Tensor, class_name: str | None = None) -> tuple[Tensor, Tensor, Tensor | None, tuple]:
-        """Score normalised ``[B, 3, S, S]`` images at the backbone's size.
+    def score_batch(
+        self, images: Tensor, class_name: str | None = None, dataset: str | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None, tuple]:
+        """Score normalised ``[B, 3, S, S]`` images at the backbone's size (see :meth:`__call__` for the names).
 
         Returns:
             ``(image_scores [B], anomaly_maps [B, S, S], class_map [B, S, S] or None, class names)``, on the CPU.
@@ -132,11 +134,13 @@ class Detector:
         batch: dict = {"image": images.to(self.device)}
         if class_name is not None:  # object name for prompts that use it (WinCLIP)
             batch["category"] = [class_name] * images.shape[0]
+        if dataset is not None:  # dataset name for prompts whose words follow it (DAPO's by_dataset test words)
+            batch["dataset"] = [dataset] * images.shape[0]
         scores, text = self.module.score(self.module.extract_features(batch))
         class_map = scores.class_map.cpu() if scores.class_map is not None else None
         return scores.image_score.float().cpu(), scores.anomaly_map.float().cpu(), class_map, text.class_names
 
-    def __call__(self, images: ImageInput, class_name: str | None = None) -> Prediction:
+    def __call__(self, images: ImageInput, class_name: str | None = None, dataset: str | None = None) -> Prediction:
         """Score images.
 
         Args:
@@ -146,6 +150,8 @@ class Detector:
                 backbone's are resized (bicubic).
             class_name: Object name for methods whose prompts name the object (WinCLIP: e.g. ``"bottle"``);
                 ``None`` uses the method's default.
+            dataset: The benchmark the images come from (zsad's name, e.g. ``"visa"``), for prompts whose words
+                follow it (DAPO's ``test_vocabulary: by_dataset``); ``None``: unknown (DAPO: the training words).
 
         Returns:
             A :class:`Prediction` with maps at each input's own size.
@@ -156,7 +162,7 @@ class Detector:
         batches = self._tensor_batches(images) if isinstance(images, Tensor) else self._image_batches(images)
         scores, maps, class_maps, names = [], [], [], None
         for batch, sizes in batches:
-            batch_scores, batch_maps, batch_classes, names = self.score_batch(batch, class_name)
+            batch_scores, batch_maps, batch_classes, names = self.score_batch(batch, class_name, dataset)
             scores.append(batch_scores)
             for index, size in enumerate(sizes):  # maps back to each input's own size
                 maps.append(resize_maps(batch_maps[index : index + 1], size)[0])

@@ -139,6 +139,7 @@ def export_onnx(
     path: str | Path,
     class_name: str | None = None,
     optimize: bool = False,
+    dataset: str | None = None,
 ) -> Path:
     """Export a model with image-independent prompts as an ONNX graph ``images -> image_score, anomaly_map``.
 
@@ -154,6 +155,8 @@ def export_onnx(
         path: Output ``.onnx`` file.
         class_name: Object name for prompts that use it (WinCLIP); ``None`` uses the prompt's default.
         optimize: Run onnxscript's graph optimiser too (slow for big graphs; ONNX Runtime optimises on load anyway).
+        dataset: The benchmark the graph will score, for prompts whose words follow it (DAPO's ``by_dataset``
+            test words); ``None``: unknown (DAPO: the training words). The metadata records it.
 
     Returns:
         The written path.
@@ -169,6 +172,8 @@ def export_onnx(
     probe_batch: dict = {"image": torch.zeros(1, 3, *side)}
     if class_name is not None:
         probe_batch["category"] = [class_name]
+    if dataset is not None:
+        probe_batch["dataset"] = [dataset]
     with torch.no_grad():
         features = module.extract_features(probe_batch)
         text = constant_text(module, features)
@@ -197,6 +202,7 @@ def export_onnx(
             "normalize_std": ",".join(map(str, OPENAI_STD)),
             "class_names": ",".join(text.class_names),
             "object_name": class_name or getattr(module.prompt, "default_class_name", ""),
+            "dataset": dataset or "",
             "prompt": type(module.prompt).__name__,
             "head": type(module.head).__name__,
         }

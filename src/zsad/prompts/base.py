@@ -25,10 +25,19 @@ class PromptSynthesizer(Component, nn.Module, ABC):
     image_conditioned: bool = True
     """Whether the prompts depend on the image. ``False`` lets :meth:`synthesize` encode them once per evaluation
     and reuse them for every batch; a synthesizer must set it only when its output depends on nothing but its own
-    parameters and buffers, the text encoder and (with :attr:`reads_class_names`) the object names."""
+    parameters and buffers, the text encoder, (with :attr:`reads_class_names`) the object names and (with
+    :attr:`reads_dataset`) the datasets."""
 
     reads_class_names: bool = False
     """Whether the prompts depend on ``Features.class_names`` (WinCLIP): reuse is then per tuple of names."""
+
+    @property
+    def reads_dataset(self) -> bool:
+        """Whether the prompts of a batch depend on its dataset (``Features.datasets``; DAPO's per-dataset test words).
+
+        The module then scores the images of each dataset in a batch separately, so that every call sees one.
+        """
+        return False
 
     def setup_backbone(self, backbone: Backbone) -> None:
         """Read sizes from the backbone (e.g. the image tower's width); called once, before :meth:`setup`."""
@@ -59,8 +68,11 @@ class PromptSynthesizer(Component, nn.Module, ABC):
         return self.prompt_cache.fetch(state, self.reuse_key(features), lambda: self(features, text))
 
     def reuse_key(self, features: Features) -> Hashable:
-        """What else the prompts of a batch depend on: with :attr:`reads_class_names`, its names and size."""
-        return (features.class_names, features.batch_size) if self.reads_class_names else None
+        """What else the prompts of a batch depend on: its names and size, its datasets (each when read)."""
+        names = (features.class_names, features.batch_size) if self.reads_class_names else None
+        if not self.reads_dataset:
+            return names
+        return names, tuple(sorted(set(features.datasets or ())))
 
     @property
     def prompt_cache(self) -> PromptCache:

@@ -12,6 +12,7 @@ block; before every later block that has its own learned tokens, the slot become
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Literal, get_args
@@ -27,6 +28,8 @@ from zsad.registry import PROMPTS
 from zsad.structures import Features, TextFeatures, l2_normalize
 
 PLACEHOLDER = "X"
+
+logger = logging.getLogger(__name__)
 
 MVTEC_DEFECT_WORDS: tuple[str, ...] = (
     "bent",
@@ -115,6 +118,26 @@ zsad's (folder names as words). Datasets without a list (BTAD, KSDD, the medical
 training words.
 """
 
+BY_DATASET = "by_dataset"
+"""``test_vocabulary`` of the official preset: each dataset is scored with the official test script's list for it."""
+
+DATASET_TEST_VOCABULARIES: dict[str, str] = {
+    "mvtec": "mvtec_test",
+    "visa": "visa",
+    "mpdd": "mpdd",
+    "realiad": "realiad",
+    # benchmarks zsad does not ship, under the names a user's own registered dataset would carry
+    "mvtec_loco": "mvtec_loco",
+    "mad_real": "mad_real",
+    "mad_sim": "mad_sim",
+}
+"""The vocabulary ``test_vocabulary="by_dataset"`` takes for each dataset name (zsad's registered names).
+
+The official test script has a list for these datasets only; for any other it scores the words given on its
+command line. ``by_dataset`` scores every other dataset (BTAD, KSDD, DAGM, DTD, the medical sets, folders,
+synthetic data) with the training words, and says so once per dataset in the log.
+"""
+
 ContextAverage = Literal["projected", "normalized"]
 """How the ``prompt_count`` embeddings of a class combine: the mean of the projected embeddings, then normalised
 (``"projected"``, the official code), or the mean of the unit embeddings, then normalised (``"normalized"``)."""
@@ -193,15 +216,17 @@ class DAPOPrompt(PromptSynthesizer):
       pools at the real (shifted) EOT.
     - ``context_average="projected"``: the ``prompt_count`` projected embeddings of a class are averaged as they
       are, then normalised. ``"normalized"`` normalises each before the average, so that every set weighs the same.
-    - ``test_vocabulary``: the official test script scores each dataset with its own word list, not the training
-      one; the words switch with the mode (``train()`` / ``eval()``).
+    - ``test_vocabulary="by_dataset"``: the official test script scores each dataset with its own word list
+      (:data:`DATASET_TEST_VOCABULARIES`), not the training one; the words switch with the mode (``train()`` /
+      ``eval()``) and, in eval mode, with the dataset of the batch (``Features.datasets``).
 
     Args:
         vocabulary: Defect words while training, or a preset name of :data:`DEFECT_VOCABULARIES` (default
             ``"mvtec"``: §9's 20).
-        test_vocabulary: Defect words in eval mode (validation, test, inference), or a preset name; ``None``
-            (default) keeps ``vocabulary``. The official test script uses the tested dataset's list
-            (``mvtec_test``, ``visa``, ``mpdd``, ...).
+        test_vocabulary: Defect words in eval mode (validation, test, inference): a list, a preset name of
+            :data:`DEFECT_VOCABULARIES`, ``"by_dataset"`` (the official test script's list of each batch's dataset,
+            as the ``dapo`` preset sets it; the training words for a dataset it has no list for, or when the
+            dataset is unknown) or ``None`` (default: ``vocabulary``).
         prompt_count: Independent learnable context sets whose embeddings are averaged (DAPO: 10).
         n_ctx: Learnable context tokens per prompt (DAPO: 5).
         normal_template: Fixed words after the normal context.
@@ -263,7 +288,10 @@ class DAPOPrompt(PromptSynthesizer):
         if context_average not in CONTEXT_AVERAGES:
             raise ConfigError(f"context_average='{context_average}' is unknown; use one of {list(CONTEXT_AVERAGES)}.")
         self.words = resolve_vocabulary(vocabulary)
-        self.test_words = self.words if test_vocabulary is None else resolve_vocabulary(test_vocabulary)
+        self.words_by_dataset = test_vocabulary == BY_DATASET
+        fixed_test_words = test_vocabulary is None or self.words_by_dataset
+        # with by_dataset, the test words of a batch whose dataset is unknown (or has no official list)
+        self.test_words = self.words if fixed_test_words else resolve_vocabulary(test_vocabulary)
         self.prompt_count = prompt_count
         self.n_ctx = n_ctx
         self.normal_template = normal_template
@@ -280,14 +308,57 @@ class DAPOPrompt(PromptSynthesizer):
         self.text_checkpointing = text_checkpointing
 
     @property
-    def active_words(self) -> tuple[str, ...]:
-        """The defect words of the current mode: ``vocabulary`` while training, ``test_vocabulary`` in eval mode."""
-        return self.words if self.training else self.test_words
+    def reads_dataset(self) -> bool:
+        """Whether the words depend on the batch's dataset: with ``test_vocabulary="by_dataset"`` in eval mode."""
+        return self.words_by_dataset and not self.training
+
+    def active_words(self, datasets: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The defect words of the current mode: ``vocabulary`` while training, ``test_vocabulary`` in eval mode.
+
+        Args:
+            datasets: Dataset name of each image of the batch, read with ``test_vocabulary="by_dataset"``.
+
+        Raises:
+            ConfigError: With ``by_dataset``, for images of several datasets (score each dataset separately).
+        """
+        if self.training:
+            return self.words
+        if not self.words_by_dataset or not datasets:
+            return self.test_words
+        names = sorted(set(datasets))
+        if len(names) > 1:
+            raise ConfigError(
+                f"DAPO's test_vocabulary={BY_DATASET} scores one dataset at a time, but the batch holds {names}; "
+                f"score each dataset's images separately (ZSADModule does), or set test_vocabulary to one list."
+            )
+        preset = DATASET_TEST_VOCABULARIES.get(names[0])
+        self._log_words_of(names[0], preset)
+        return self.words if preset is None else DEFECT_VOCABULARIES[preset]
+
+    def _log_words_of(self, dataset: str, preset: str | None) -> None:
+        """Say once per dataset which words score it (a dataset without an official list takes the training ones)."""
+        logged = self.__dict__.setdefault("_logged_datasets", set())
+        if dataset in logged:
+            return
+        logged.add(dataset)
+        if preset is None:
+            logger.warning(
+                "DAPO: the official test script has no word list for dataset '%s'; scoring it with the training "
+                "words (%d). Set model.prompt.init_args.test_vocabulary to a list to score it with others.",
+                dataset,
+                len(self.words),
+            )
+        else:
+            logger.info("DAPO: scoring dataset '%s' with the official test words '%s'.", dataset, preset)
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        """``("normal", *active words)``: class 0 is normal, class ``1 + i`` is the i-th defect word."""
-        return ("normal", *self.active_words)
+        """``("normal", *active words)``: class 0 is normal, class ``1 + i`` is the i-th defect word.
+
+        With ``test_vocabulary="by_dataset"`` in eval mode these are the words of a batch of unknown dataset;
+        the :class:`~zsad.structures.TextFeatures` of each batch name its own classes.
+        """
+        return ("normal", *self.active_words())
 
     def templates(self, words: Sequence[str]) -> tuple[str, ...]:
         """The fixed words of each class's prompt: the normal template, then one anomaly template per word."""
@@ -343,11 +414,24 @@ class DAPOPrompt(PromptSynthesizer):
         shape = (self.vision_deep_layers, self.deep_length, self.vision_width)
         return nn.Parameter(torch.empty(shape, device=device).uniform_(-bound, bound))
 
-    def active_templates(self) -> tuple[Tensor, Tensor]:
-        """Template embeddings ``[C, L, W]`` and EOT positions ``[C]`` of the current mode's vocabulary."""
-        if self.training:
-            return self.template_embeddings, self.eot
-        return self.test_template_embeddings, self.test_eot
+    def active_templates(
+        self, words: Sequence[str] | None = None, text: TextEncoder | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Template embeddings ``[C, L, W]`` and EOT positions ``[C]`` of the current mode's vocabulary.
+
+        Args:
+            words: The words to embed; ``None`` takes the mode's fixed vocabulary. Words other than the training
+                and test vocabularies (a dataset's list, ``by_dataset``) are tokenised now, with ``text``.
+            text: The text encoder, needed only for such other words.
+        """
+        fixed_words = self.words if self.training else self.test_words
+        if words is None or tuple(words) == fixed_words:
+            if self.training:
+                return self.template_embeddings, self.eot
+            return self.test_template_embeddings, self.test_eot
+        if text is None:
+            raise ConfigError("DAPOPrompt.active_templates needs the text encoder to embed other words.")
+        return self._tokenize(text, words)
 
     def prompt_embeddings(self, templates: Tensor | None = None) -> Tensor:
         """``[prompt_count * C, L, W]`` template embeddings with each set's contexts spliced in after SOS.
@@ -384,7 +468,8 @@ class DAPOPrompt(PromptSynthesizer):
         With ``context_average="projected"`` the projected embeddings are averaged, then normalised; with
         ``"normalized"`` each is normalised first.
         """
-        templates, eot = self.active_templates()
+        words = self.active_words(features.datasets if features is not None else None)
+        templates, eot = self.active_templates(words, text)
         encoded = text(
             self.prompt_embeddings(templates),
             eot.repeat(self.prompt_count),
@@ -394,4 +479,5 @@ class DAPOPrompt(PromptSynthesizer):
             checkpoint=self.text_checkpointing,
         )
         per_set = encoded.view(self.prompt_count, templates.shape[0], -1)
-        return TextFeatures(embeddings=l2_normalize(per_set.mean(dim=0)).unsqueeze(0), class_names=self.class_names)
+        class_names = ("normal", *words)
+        return TextFeatures(embeddings=l2_normalize(per_set.mean(dim=0)).unsqueeze(0), class_names=class_names)

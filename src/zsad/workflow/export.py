@@ -30,6 +30,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="export format (default: onnx)")
     parser.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     parser.add_argument("--class-name", default=None, help="object name for prompts that use it (WinCLIP)")
+    parser.add_argument(
+        "--dataset", default=None, help="benchmark the graph will score (e.g. visa), for DAPO's per-dataset test words"
+    )
     parser.add_argument("--weights", default=None, help="local weights file for the checkpoint's backbone")
     parser.add_argument(
         "--optimize", action="store_true", help="also run onnxscript's graph optimiser (slow; ONNX Runtime optimises "
@@ -56,6 +59,8 @@ def export_main(argv: list[str]) -> int:
         if args.weights is not None:
             raise ConfigError("--weights applies to --ckpt; with -c configs, set the backbone's pretrained there.")
         detector = load(args.config, device="cpu")
-    path = export_onnx(detector.module, args.out, class_name=args.class_name, optimize=args.optimize)
+    path = export_onnx(
+        detector.module, args.out, class_name=args.class_name, optimize=args.optimize, dataset=args.dataset
+    )
     print(f"Wrote {path}: input 'images' [batch, 3, {detector.image_size}, {detector.image_size}] (CLIP-normalised).")
     return 0

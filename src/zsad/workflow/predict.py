@@ -197,6 +197,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the first GPU, else cpu)")
     parser.add_argument("--class-name", default=None, help="object name for prompts that use it (WinCLIP)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="benchmark the images come from (e.g. visa), for prompts whose words follow it (DAPO's test words)",
+    )
     parser.add_argument("--weights", default=None, help="local weights file for the checkpoint's backbone")
     pictures = parser.add_argument_group("overlays")
     pictures.add_argument(
@@ -285,18 +290,24 @@ def score_files(
     out: Path,
     class_name: str | None = None,
     options: PredictOptions | None = None,
+    dataset: str | None = None,
 ) -> tuple[list[list[str]], list[tuple[str, str]], bool]:
     """Score the files and write the overlays (and masks and maps, by option); see :func:`run_prediction`.
 
     Returns:
         ``(csv rows, skipped (name, reason) pairs, whether the rows carry a defect type)``.
     """
-    run = run_prediction(detector, files, out, class_name, options or PredictOptions())
+    run = run_prediction(detector, files, out, class_name, options or PredictOptions(), dataset)
     return run.rows, run.skipped, run.typed
 
 
 def run_prediction(
-    detector: Detector, files: list[InputFile], out: Path, class_name: str | None, options: PredictOptions
+    detector: Detector,
+    files: list[InputFile],
+    out: Path,
+    class_name: str | None,
+    options: PredictOptions,
+    dataset: str | None = None,
 ) -> PredictionRun:
     """Score the files batch by batch; write masks and maps as they come; then draw the overlays on one scale.
 
@@ -306,6 +317,7 @@ def run_prediction(
         out: The output folder.
         class_name: Object name for prompts that use it.
         options: What to write and how.
+        dataset: The images' benchmark, for prompts whose words follow it (DAPO's ``by_dataset`` test words).
 
     Returns:
         The rows, skipped files, timings and the overlays' scale.
@@ -330,7 +342,7 @@ def run_prediction(
                 timings.reading += time.perf_counter() - start
                 if pictures:
                     start = time.perf_counter()
-                    prediction: Prediction = detector(pictures, class_name=class_name)
+                    prediction: Prediction = detector(pictures, class_name=class_name, dataset=dataset)
                     timings.model += time.perf_counter() - start
                     run.typed = prediction.defect_types is not None
                     for index, (file, picture) in enumerate(zip(readable, pictures, strict=True)):
@@ -511,7 +523,7 @@ def predict_main(argv: list[str]) -> int:
     clear_earlier_outputs(out, args.overwrite)
     source = args.ckpt or args.config
     detector = load(source, device=args.device, weights=args.weights, batch_size=args.batch_size)
-    run = run_prediction(detector, files, out, args.class_name, options)
+    run = run_prediction(detector, files, out, args.class_name, options, args.dataset)
     atomic_write_text(out / SKIPPED_FILE, "".join(f"{name}\t{reason}\n" for name, reason in run.skipped))
     atomic_write_text(out / SCORES_FILE, scores_csv(run.rows, run.typed, options.image_threshold is not None))
     for name, reason in run.skipped:

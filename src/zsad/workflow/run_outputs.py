@@ -107,7 +107,7 @@ class RunOutputs:
         self.options = options
         self.maps_root: Path | None = None
         self.map_files = 0
-        self.class_names: tuple[str, ...] = ()
+        self.class_names: dict[str, tuple[str, ...]] = {}  # per dataset: DAPO's test words may follow the dataset
         self._pictures: Any = None  # the AnomalyMapPictures whose figures the gallery shows
         self._own_pictures = False
 
@@ -119,6 +119,7 @@ class RunOutputs:
         if evaluator is not None:
             evaluator.threshold_rule = self.options.rule(protocol)
         self.map_files = 0
+        self.class_names = {}
         self.maps_root = results_path.parent / self.options.maps_folder if self.options.maps != "none" else None
         if self.options.html:
             self._start_pictures(trainer, pl_module)
@@ -135,13 +136,25 @@ class RunOutputs:
         self._pictures.on_test_start(trainer, pl_module)
 
     def batch_end(self, pl_module: L.LightningModule, outputs: Any) -> None:
-        """Write the raw maps of one scored batch (every process writes the images it scored)."""
-        if self.maps_root is None or not isinstance(outputs, dict) or "scores" not in outputs:
+        """Write the raw maps of one scored batch (every process writes the images it scored).
+
+        ``outputs`` is what ``test_step`` returned: one scored part, or ``{"parts": [...]}`` when the batch was
+        scored per dataset.
+        """
+        if self.maps_root is None or not isinstance(outputs, dict):
             return
+        for part in outputs.get("parts", [outputs]):
+            if "scores" in part:
+                self._write_maps(pl_module, part)
+
+    def _write_maps(self, pl_module: L.LightningModule, outputs: dict[str, Any]) -> None:
+        """Write the raw maps (and DAPO's class maps) of one scored part of a batch."""
         scores, batch = outputs["scores"], outputs["batch"]
         native = getattr(pl_module, "metric_resolution", "eval") == "native" and "native_size" in batch
         class_names = tuple(outputs.get("class_names") or ())
-        self.class_names = class_names or self.class_names
+        if class_names:
+            for dataset in set(batch.get("dataset") or [""]):
+                self.class_names[dataset] = class_names
         for index, path in enumerate(batch["path"]):
             stem = map_stem(self.maps_root, batch, index, path)
             anomaly_map = scores.anomaly_map[index].detach().float()
@@ -167,7 +180,7 @@ class RunOutputs:
         lines = []
         if self.maps_root is not None:
             resolution = "native" if getattr(pl_module, "metric_resolution", "eval") == "native" else "eval"
-            write_manifest(self.maps_root, self.options.maps, resolution, {"class_names": list(self.class_names)})
+            write_manifest(self.maps_root, self.options.maps, resolution, class_names_record(self.class_names))
             lines.append(f"raw maps ({self.options.maps}, {resolution} resolution) written to {self.maps_root}")
         if self.options.html:
             from zsad.workflow.gallery.page import write_run_gallery
@@ -181,6 +194,15 @@ class RunOutputs:
         if self._own_pictures and self._pictures is not None:
             self._pictures.teardown(trainer, pl_module, stage)
         self._pictures, self._own_pictures = None, False
+
+
+def class_names_record(by_dataset: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """The manifest's class names: one list when every dataset had the same, else a list per dataset too."""
+    distinct = set(by_dataset.values())
+    record: dict[str, Any] = {"class_names": list(distinct.pop()) if len(distinct) == 1 else []}
+    if len(set(by_dataset.values())) > 1:
+        record["class_names_by_dataset"] = {name: list(words) for name, words in sorted(by_dataset.items())}
+    return record
 
 
 def map_stem(root: Path, batch: dict[str, Any], index: int, path: str) -> Path:
