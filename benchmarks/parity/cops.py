@@ -412,16 +412,19 @@ def run_official_training(src: Path, clip_file: Path, full_state: Path, data: Pa
 
 # ---------------------------------------------------------------- zsad
 @torch.no_grad()
-def zsad_inference(module: ZSADModule, item: dict[str, Any], device: str) -> Record:
-    """Every compared stage of one image through the imported zsad model (its documented test path)."""
+def zsad_inference(module: ZSADModule, item: dict[str, Any], dataset: str, device: str) -> Record:
+    """Every compared stage of one image through the imported zsad model (its documented test path).
+
+    The batch names ``dataset``, the official run's ``--dataset``: the preset's test constants follow it.
+    """
     prompt, head = module.prompt, module.head
     image = item["image"][None].to(device)
-    features = module.extract_features({"image": image})
+    features = module.extract_features({"image": image, "dataset": [dataset]})
     scores, text = module.score(features)
-    tokens = average_neighbor(features.dense_tokens[-1], features.grid, prompt.neighbor_kernel)
+    tokens = average_neighbor(features.dense_tokens[-1], features.grid, prompt.active_kernel(dataset))
     latents = prior_latents(features.global_embedding, prompt.r_test, prompt.vae.latent_dim, prompt.test_seed)
     probabilities = class_logits(tokens, text.embeddings, head.temperature).softmax(dim=-1)
-    weights = spatial_weights(tokens, text.prototypes, head.alpha)
+    weights = spatial_weights(tokens, text.prototypes, head.constants(dataset)[0])
     return {
         "input": image,
         "global feature": features.global_embedding,
@@ -443,14 +446,16 @@ def zsad_inference(module: ZSADModule, item: dict[str, Any], device: str) -> Rec
 def zsad_test(
     released: Path, trained_on: str, clip_file: Path, folder: Path, images: Sequence[Path], device: str
 ) -> Record:
-    """Import the released-layout file for ``trained_on``, load it, and score ``images`` (batch 1)."""
+    """Import the released-layout file for ``trained_on``, load it, and score ``images`` (batch 1) as the
+    official test of ``--dataset SETTINGS[trained_on]`` does."""
     out = import_checkpoint(released, "cops", trained_on, folder / f"cops_{trained_on}.ckpt", weights=str(clip_file))
     release_memory()  # the importer's model
     detector = zsad.load(out, device=device, weights=str(clip_file))
     items = zsad_items(images)
-    records = [zsad_inference(detector.module, item, device) for item in items]
+    dataset = SETTINGS[trained_on]
+    records = [zsad_inference(detector.module, item, dataset, device) for item in items]
     first = items[0]["image"][None]
-    seconds = timed(lambda: detector.score_batch(first), repeats=1)[1]
+    seconds = timed(lambda: detector.score_batch(first, dataset=dataset), repeats=1)[1]
     return {"images": records, "seconds": seconds}
 
 

@@ -258,12 +258,12 @@ class ZSADModule(L.LightningModule):
         return scored[0] if len(scored) == 1 else {"parts": scored}
 
     def _prompt_parts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        """The batch, or its runs of one dataset each when the prompts depend on the dataset (DAPO's test words).
+        """The batch, or its runs of one dataset each when prompts or head follow the dataset (DAPO, CoPS presets).
 
         A loader over several target datasets can put the end of one and the start of the next in one batch; the
         runs keep the batch's order.
         """
-        if not self.prompt.reads_dataset or "dataset" not in batch:
+        if not (self.prompt.reads_dataset or self.head.reads_dataset) or "dataset" not in batch:
             return [batch]
         return dataset_runs(batch)
 

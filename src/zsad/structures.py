@@ -14,6 +14,12 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import Tensor
 
+from zsad.errors import ConfigError
+
+BY_DATASET = "by_dataset"
+"""The option value of components whose settings follow the dataset of each batch (:attr:`Features.dataset`), as
+the official test scripts pick theirs from the tested dataset's name (DAPO's words, CoPS's constants)."""
+
 
 @dataclass
 class Features:
@@ -49,6 +55,22 @@ class Features:
     def batch_size(self) -> int:
         """Number of images."""
         return self.global_embedding.shape[0]
+
+    @property
+    def dataset(self) -> str | None:
+        """The one dataset of the batch's images (``None`` when unknown).
+
+        Raises:
+            ConfigError: The images come from several datasets. Components whose settings follow the dataset
+                score one at a time; :class:`~zsad.module.ZSADModule` cuts such batches into runs of one dataset.
+        """
+        names = sorted(set(self.datasets or ()))
+        if len(names) > 1:
+            raise ConfigError(
+                f"Settings chosen {BY_DATASET} apply to one dataset at a time, but the batch holds {names}; score "
+                "each dataset's images separately (ZSADModule does), or fix the setting to one value."
+            )
+        return names[0] if names else None
 
     def to(self, *args: object, **kwargs: object) -> Features:
         """Move or cast every tensor, like :meth:`torch.Tensor.to`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from head_inputs import random_features
 
 from zsad.errors import ConfigError
 from zsad.heads.maps import gaussian_smooth
-from zsad.heads.saga import OFFICIAL_TEST_PRESETS, SAGAHead, official_preset
+from zsad.heads.saga import SAGAHead
+from zsad.prompts.cops.presets import OFFICIAL_TEST_PRESETS, official_preset
 from zsad.structures import Features, TextFeatures
 
 GRID, SIZE, DIM = (4, 4), (16, 16), 8
@@ -141,6 +143,36 @@ def test_official_presets_and_active_preset():
     assert SAGAHead(preset="visa", beta=1.0).beta == 1.0  # agreeing values are fine
     with pytest.raises(ConfigError, match="preset='visa' fixes"):
         SAGAHead(preset="visa", alpha=0.26)
+
+
+def test_by_dataset_applies_each_datasets_official_constants_at_evaluation():
+    features, text = make_inputs(batch=2, layers=2)
+    head = SAGAHead(preset="by_dataset", neighbor_kernel=3, sigma=0).eval()
+    for datasets, (alpha, beta, k) in (
+        (("visa", "visa"), (0.35, 1.0, 3)),
+        (("mvtec", "mvtec"), (0.26, 0.9, 5)),
+        (None, (0.26, 0.9, 5)),  # unknown: the official script's default --dataset (mvtec) gives the others'
+    ):
+        scores = head(replace(features, datasets=datasets), text, SIZE)
+        maps, expected = slow_scores(features, text, alpha, beta, k, weighted=True)
+        torch.testing.assert_close(scores.anomaly_map, maps, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(scores.image_score, expected, atol=1e-5, rtol=1e-5)
+    assert head.reads_dataset and not head.train().reads_dataset
+    training = head(replace(features, datasets=("visa", "visa")), text, SIZE)  # the training K (3), unweighted
+    fixed = SAGAHead(neighbor_kernel=3, sigma=0).train()(features, text, SIZE)
+    torch.testing.assert_close(training.anomaly_map, fixed.anomaly_map, rtol=0, atol=0)
+    assert head.active_preset() is None
+    assert head.active_preset("VisA_subset") == {
+        "name": "visa",
+        "dataset": "VisA_subset",
+        "alpha": 0.35,
+        "beta": 1.0,
+        "neighbor_kernel": 3,
+    }
+    with pytest.raises(ConfigError, match=r"one dataset at a time, but the batch holds \['btad', 'visa'\]"):
+        head.eval()(replace(features, datasets=("visa", "btad")), text, SIZE)
+    with pytest.raises(ConfigError, match="takes alpha and beta from each test dataset"):
+        SAGAHead(preset="by_dataset", beta=1.0)
 
 
 def test_beta_one_is_the_global_score_only():

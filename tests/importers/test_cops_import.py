@@ -132,7 +132,9 @@ def test_import_then_load_and_cli_test(module, tmp_path, run_cli, monkeypatch, i
         provenance, path, "cops", ("backbone/vit_l_14_336_openai", "method/cops", "backbone/tiny"), "mvtec"
     )
     head = saved["hyper_parameters"]["head"]["init_args"]
-    assert head["preset"] == "visa" and saved["hyper_parameters"]["prompt"]["init_args"]["neighbor_kernel"] == 3
+    prompt = saved["hyper_parameters"]["prompt"]["init_args"]
+    assert head["preset"] == "by_dataset" and head["neighbor_kernel"] == 3  # test constants follow each dataset
+    assert prompt["neighbor_kernel"] == 3 and prompt["test_neighbor_kernel"] == "by_dataset"
 
     detector = zsad.load(out, device="cpu")
     assert_in_place(detector.module.prompt, state)
@@ -146,15 +148,20 @@ def test_import_then_load_and_cli_test(module, tmp_path, run_cli, monkeypatch, i
         f"--ckpt_path={out}",
         "--trainer.enable_progress_bar=false",
     ]
-    others = ["--model.head.init_args.preset=others", "--model.prompt.init_args.neighbor_kernel=5"]
-    code, output = run_cli(["test", *args, *others])  # the docs' overrides for a non-VisA test set
+    pinned = [  # the docs' way to fix one dataset's constants for a whole run (the preset follows each dataset)
+        "--model.head.init_args.preset=others",
+        "--model.head.init_args.neighbor_kernel=null",
+        "--model.prompt.init_args.test_neighbor_kernel=5",
+    ]
+    code, output = run_cli(["test", *args, *pinned])
     assert code == 0, output
     results = json.loads(next(tmp_path.glob("runs/**/results.json")).read_text())
     assert results["checkpoint"]["provenance"]["source"]["sha256"] == provenance["source"]["sha256"]
     assert results["model"]["head"]["init_args"]["preset"] == "others"
+    assert results["model"]["prompt"]["init_args"]["test_neighbor_kernel"] == 5
 
 
-def test_the_import_command_binds_the_visa_preset(module, tmp_path, run_cli):
+def test_the_import_command_binds_the_visa_trained_preset(module, tmp_path, run_cli):
     path = save_like_train_py(tmp_path / "epoch_10.pth", released_state(module))
     out = tmp_path / "visa.ckpt"
     code, output = run_cli(["import", "cops", str(path), "--trained-on", "visa", "--out", str(out), "-c", str(TINY)])
@@ -162,7 +169,8 @@ def test_the_import_command_binds_the_visa_preset(module, tmp_path, run_cli):
     saved = torch.load(out, weights_only=True)
     assert saved["zsad"]["provenance"]["aux"][0]["dataset"] == "visa"
     assert saved["zsad"]["provenance"]["preset"][1] == "configs/method/cops_visa.yaml"
-    assert saved["hyper_parameters"]["head"]["init_args"]["preset"] == "others"
+    head = saved["hyper_parameters"]["head"]["init_args"]
+    assert head["preset"] == "by_dataset" and head["neighbor_kernel"] == 5  # VisA's training K
     code, output = run_cli(["import", "--help"])
     assert "cops" in output and "epoch_10" in output
 

@@ -415,6 +415,23 @@ def test_deep_prompt_gradients_round_each_prompt_copy_as_the_official_code(backb
     assert torch.equal(unrounded, exact) and torch.equal(unrounded_gradient, exact_gradient)
 
 
+def test_test_kernel_follows_the_dataset_only_at_evaluation(backbone, features):
+    prompt = make_prompt(backbone, neighbor_kernel=3, test_neighbor_kernel="by_dataset").eval()
+    with torch.no_grad():
+        for dataset, kernel in (("visa", 3), ("mpdd", 5), (None, 5)):
+            fixed = make_prompt(backbone, neighbor_kernel=kernel).eval()
+            ours = prompt(replace(features, datasets=None if dataset is None else (dataset,) * 3), backbone.text)
+            theirs = fixed(features, backbone.text)
+            torch.testing.assert_close(ours.prototypes, theirs.prototypes, rtol=0, atol=0)
+            torch.testing.assert_close(ours.embeddings, theirs.embeddings, rtol=0, atol=0)
+    assert prompt.active_kernel("visa") == 3 and prompt.train().active_kernel("mpdd") == 3  # training: its own K
+    assert make_prompt(backbone, test_neighbor_kernel=7).eval().active_kernel("visa") == 7
+    assert make_prompt(backbone, neighbor_kernel=5).eval().active_kernel("visa") == 5  # null: the training K
+    assert prompt.eval().reads_dataset and not prompt.train().reads_dataset
+    with pytest.raises(ConfigError, match="neighbor_kernel=4 must be an odd"):
+        CoPSPrompt(test_neighbor_kernel=4)
+
+
 def test_bad_options_and_missing_terms(backbone):
     with pytest.raises(ConfigError, match="rec_mode='l1' is unknown"):
         CoPSPrompt(rec_mode="l1")
@@ -486,5 +503,5 @@ def test_cli_fit(tmp_path, monkeypatch):
     args = [a for c in configs for a in ("-c", str(CONFIGS / c))] + ["--trainer.enable_progress_bar=false"]
     main(["fit", *args, "--trainer.max_steps=2"])
     checkpoint = torch.load(tmp_path / "runs" / "smoke" / "last.ckpt", weights_only=True)
-    assert checkpoint["hyper_parameters"]["head"]["init_args"]["preset"] == "visa"
+    assert checkpoint["hyper_parameters"]["head"]["init_args"]["preset"] == "by_dataset"
     assert any(key.startswith("prompt.vae.encoder") for key in checkpoint["state_dict"])

@@ -29,6 +29,14 @@ class ScoringHead(Component, nn.Module, ABC):
         """The smoothing in force: ``sigma`` at evaluation, 0 in training, where the losses need the raw maps."""
         return 0.0 if self.training else self.sigma
 
+    @property
+    def reads_dataset(self) -> bool:
+        """Whether the scoring of a batch depends on its dataset (``Features.dataset``; CoPS's per-dataset constants).
+
+        The module then scores the images of each dataset in a batch separately, so that every call sees one.
+        """
+        return False
+
     def setup_backbone(self, backbone: Backbone) -> None:
         """Create parameters whose sizes depend on the backbone (e.g. DAPO's per-layer maps); called once."""
 

@@ -5,8 +5,9 @@ patch is far from every normal prototype and close to an anomaly prototype, and 
 branch with the maximum weighted patch probability. Training uses neither (plain probabilities, global logits).
 
 The official test script picks alpha, beta and the neighbour kernel K from the *test* dataset's name (VisA versus
-everything else). A head sees no dataset names, so the choice is made in the config: ``preset`` names the test
-dataset, and :meth:`SAGAHead.active_preset` (and the head's spec in ``results.json``) says when it is in force.
+everything else, :mod:`zsad.prompts.cops.presets`). ``preset: by_dataset`` does the same with the dataset of each
+batch; ``preset: <a dataset name>`` fixes one dataset's constants for the whole run, and
+:meth:`SAGAHead.active_preset` (and the head's spec in ``results.json``) says which are in force.
 """
 
 from __future__ import annotations
@@ -28,26 +29,9 @@ from zsad.heads.maps import (
     upsample_patches,
 )
 from zsad.prompts.cops.ests import average_neighbor, check_kernel, prototype_distances
+from zsad.prompts.cops.presets import DEFAULT_CONSTANTS, official_preset, official_preset_name
 from zsad.registry import HEADS
-from zsad.structures import Features, Scores, TextFeatures
-
-OFFICIAL_TEST_PRESETS: dict[str, dict[str, Any]] = {
-    "visa": {"alpha": 0.35, "beta": 1.0, "neighbor_kernel": 3},
-    "others": {"alpha": 0.26, "beta": 0.9, "neighbor_kernel": 5},
-}
-"""CoPS's per-test-dataset constants (commit a3a41fc): VisA, and every other dataset."""
-
-DEFAULT_CONSTANTS = OFFICIAL_TEST_PRESETS["others"]
-
-
-def official_preset_name(dataset: str) -> str:
-    """The official rule: ``"visa"`` if the test dataset's name contains "visa", else ``"others"``."""
-    return "visa" if "visa" in dataset.lower() else "others"
-
-
-def official_preset(dataset: str) -> dict[str, Any]:
-    """The alpha, beta and K the official test script would use on ``dataset``."""
-    return dict(OFFICIAL_TEST_PRESETS[official_preset_name(dataset)])
+from zsad.structures import BY_DATASET, Features, Scores, TextFeatures
 
 
 def minmax(values: Tensor) -> Tensor:
@@ -82,15 +66,20 @@ class SAGAHead(ScoringHead):
     before upsampling. In training: unweighted maps and the global branch only (the image loss uses the global
     logits).
 
-    Constants: give ``preset`` (a test dataset name, mapped by the official rule, see ``OFFICIAL_TEST_PRESETS``) or
-    explicit ``alpha``/``beta``/``neighbor_kernel``; left out, each takes the official non-VisA value (0.26, 0.9, 5).
+    Constants: give ``preset`` (``"by_dataset"``, or a test dataset name, mapped by the official rule, see
+    ``OFFICIAL_TEST_PRESETS``) or explicit ``alpha``/``beta``/``neighbor_kernel``; left out, each takes the official
+    non-VisA value (0.26, 0.9, 5).
 
     Args:
         alpha: Weight of the normal-distance term in the spatial weight.
         beta: Weight of the global score in the image score (1.0: global only).
         neighbor_kernel: K of the neighbour averaging; keep it equal to the synthesizer's ``neighbor_kernel``.
-        preset: Test dataset whose official constants apply (``"visa"`` -> 0.35, 1.0, 3; any other name -> 0.26,
-            0.9, 5); ``None`` uses the explicit values. Conflicting explicit values are refused.
+            With ``preset: by_dataset`` it is the training K only (the official code's: 3 training on MVTec, 5 on
+            VisA), and the test K follows the dataset.
+        preset: ``"by_dataset"`` (the official rule applied to each batch's dataset at evaluation; the non-VisA
+            constants when the dataset is unknown), or a test dataset whose official constants apply to the whole
+            run (``"visa"`` -> 0.35, 1.0, 3; any other name -> 0.26, 0.9, 5); ``None`` uses the explicit values.
+            Conflicting explicit values are refused.
         spatial_weighting: Weight by prototype distances (needs a synthesizer with prototypes, e.g. ``cops`` with
             ``use_ests: true``); ``False`` keeps neighbour averaging and beta fusion with w = 1.
         temperature: Softmax temperature (0.07).
@@ -128,11 +117,32 @@ class SAGAHead(ScoringHead):
         self.aggregation, self.upsample = aggregation, upsample
         self.smoothing_border = smoothing_border
 
-    def active_preset(self) -> dict[str, Any] | None:
-        """The official per-dataset constants in force (with the preset's name and dataset), or ``None``."""
-        if self.preset is None:
+    @property
+    def reads_dataset(self) -> bool:
+        """Whether the constants follow the batch's dataset: with ``preset: by_dataset``, at evaluation."""
+        return self.preset == BY_DATASET and not self.training
+
+    def active_preset(self, dataset: str | None = None) -> dict[str, Any] | None:
+        """The official per-dataset constants in force (with the preset's name and dataset), or ``None``.
+
+        Args:
+            dataset: The tested dataset, for ``preset: by_dataset`` (``None`` there: no single preset is in force).
+        """
+        chosen = dataset if self.preset == BY_DATASET else self.preset
+        if chosen is None:
             return None
-        return {"name": official_preset_name(self.preset), "dataset": self.preset, **official_preset(self.preset)}
+        return {"name": official_preset_name(chosen), "dataset": chosen, **official_preset(chosen)}
+
+    def constants(self, dataset: str | None) -> tuple[float, float, int]:
+        """alpha, beta and K for a batch of ``dataset``.
+
+        With ``preset: by_dataset`` at evaluation, the dataset's official ones (the non-VisA ones when unknown);
+        otherwise the head's own.
+        """
+        if not self.reads_dataset:
+            return self.alpha, self.beta, self.neighbor_kernel
+        chosen = official_preset(dataset)
+        return float(chosen["alpha"]), float(chosen["beta"]), int(chosen["neighbor_kernel"])
 
     def forward(self, features: Features, text: TextFeatures, image_size: tuple[int, int]) -> Scores:
         """Score a batch."""
@@ -144,14 +154,13 @@ class SAGAHead(ScoringHead):
             )
         image_logits = class_logits(features.global_embedding, text.embeddings, self.temperature)
         global_score = 1.0 - image_logits.softmax(dim=-1)[:, 0]
+        alpha, beta, kernel = self.constants(features.dataset if self.reads_dataset else None)
         weighted = not self.training and self.spatial_weighting
         layer_probs, patch_anomaly = [], []
         for index, raw_tokens in enumerate(features.dense_tokens):
-            tokens = average_neighbor(raw_tokens, features.grid, self.neighbor_kernel)
+            tokens = average_neighbor(raw_tokens, features.grid, kernel)
             probs = class_logits(tokens, text.for_layer(index), self.temperature).softmax(dim=-1)  # [B, N, C]
-            weights = (
-                spatial_weights(tokens, text.prototypes, self.alpha) if weighted else torch.ones_like(probs[..., 0])
-            )
+            weights = spatial_weights(tokens, text.prototypes, alpha) if weighted else torch.ones_like(probs[..., 0])
             layer_probs.append(self.to_image(probs * weights[..., None], features.grid, image_size))
             patch_anomaly.append((1.0 - probs[..., 0]) * weights)
         patch_map = torch.stack(patch_anomaly).mean(dim=0) if self.aggregation == "mean" else sum(patch_anomaly)
@@ -159,7 +168,7 @@ class SAGAHead(ScoringHead):
         anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma, self.smoothing_border)
         image_score = global_score
         if not self.training:  # the image loss reads the global branch alone
-            image_score = self.beta * global_score + (1.0 - self.beta) * patch_map.amax(dim=-1)
+            image_score = beta * global_score + (1.0 - beta) * patch_map.amax(dim=-1)
         return Scores(
             image_logits=image_logits,
             image_score=image_score,
@@ -173,8 +182,18 @@ class SAGAHead(ScoringHead):
 
 
 def resolve_constants(preset: str | None, explicit: dict[str, Any]) -> dict[str, Any]:
-    """alpha, beta and K from a preset or from explicit values (official non-VisA defaults for those left out)."""
-    if preset is None:
+    """alpha, beta and K from a preset or from explicit values (official non-VisA defaults for those left out).
+
+    With ``preset: by_dataset`` only K may be given (the training K); alpha and beta come from each test dataset.
+    """
+    if preset == BY_DATASET:
+        fixed = {name: value for name, value in explicit.items() if value is not None and name != "neighbor_kernel"}
+        if fixed:
+            raise ConfigError(
+                f"preset='{BY_DATASET}' takes alpha and beta from each test dataset, so {fixed} would be ignored. "
+                "Drop them, or set preset: null to use explicit values."
+            )
+    if preset is None or preset == BY_DATASET:
         return {name: DEFAULT_CONSTANTS[name] if value is None else value for name, value in explicit.items()}
     chosen = official_preset(preset)
     conflicts = {name: value for name, value in explicit.items() if value is not None and value != chosen[name]}

@@ -25,7 +25,7 @@ from zsad.backbones.text import DeepPromptHook, InsertDeepPrompts, TextEncoder
 from zsad.errors import ConfigError
 from zsad.prompts.base import PromptSynthesizer
 from zsad.registry import PROMPTS
-from zsad.structures import Features, TextFeatures, l2_normalize
+from zsad.structures import BY_DATASET, Features, TextFeatures, l2_normalize
 
 PLACEHOLDER = "X"
 
@@ -117,9 +117,6 @@ DEFECT_VOCABULARIES: dict[str, tuple[str, ...]] = {
 zsad's (folder names as words). Datasets without a list (BTAD, KSDD, the medical sets) are best scored with the
 training words.
 """
-
-BY_DATASET = "by_dataset"
-"""``test_vocabulary`` of the official preset: each dataset is scored with the official test script's list for it."""
 
 DATASET_TEST_VOCABULARIES: dict[str, str] = {
     "mvtec": "mvtec_test",
@@ -312,27 +309,18 @@ class DAPOPrompt(PromptSynthesizer):
         """Whether the words depend on the batch's dataset: with ``test_vocabulary="by_dataset"`` in eval mode."""
         return self.words_by_dataset and not self.training
 
-    def active_words(self, datasets: Sequence[str] | None = None) -> tuple[str, ...]:
+    def active_words(self, dataset: str | None = None) -> tuple[str, ...]:
         """The defect words of the current mode: ``vocabulary`` while training, ``test_vocabulary`` in eval mode.
 
         Args:
-            datasets: Dataset name of each image of the batch, read with ``test_vocabulary="by_dataset"``.
-
-        Raises:
-            ConfigError: With ``by_dataset``, for images of several datasets (score each dataset separately).
+            dataset: The batch's dataset, read with ``test_vocabulary="by_dataset"`` (``None``: unknown).
         """
         if self.training:
             return self.words
-        if not self.words_by_dataset or not datasets:
+        if not self.words_by_dataset or dataset is None:
             return self.test_words
-        names = sorted(set(datasets))
-        if len(names) > 1:
-            raise ConfigError(
-                f"DAPO's test_vocabulary={BY_DATASET} scores one dataset at a time, but the batch holds {names}; "
-                f"score each dataset's images separately (ZSADModule does), or set test_vocabulary to one list."
-            )
-        preset = DATASET_TEST_VOCABULARIES.get(names[0])
-        self._log_words_of(names[0], preset)
+        preset = DATASET_TEST_VOCABULARIES.get(dataset)
+        self._log_words_of(dataset, preset)
         return self.words if preset is None else DEFECT_VOCABULARIES[preset]
 
     def _log_words_of(self, dataset: str, preset: str | None) -> None:
@@ -468,7 +456,7 @@ class DAPOPrompt(PromptSynthesizer):
         With ``context_average="projected"`` the projected embeddings are averaged, then normalised; with
         ``"normalized"`` each is normalised first.
         """
-        words = self.active_words(features.datasets if features is not None else None)
+        words = self.active_words(features.dataset if features is not None else None)
         templates, eot = self.active_templates(words, text)
         encoded = text(
             self.prompt_embeddings(templates),

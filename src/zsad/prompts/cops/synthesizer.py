@@ -21,8 +21,9 @@ from zsad.prompts.cops.icts import (
     prior_latents,
     reconstruction_loss,
 )
+from zsad.prompts.cops.presets import official_preset
 from zsad.registry import PROMPTS
-from zsad.structures import Features, TextFeatures, l2_normalize
+from zsad.structures import BY_DATASET, Features, TextFeatures, l2_normalize
 
 PLACEHOLDER = "X"
 HEAD_WIDTH = 64
@@ -70,7 +71,10 @@ class CoPSPrompt(PromptSynthesizer):
         use_icts: VAE class tokens and the ``kl``/``reconstruction`` terms (ablation: ``False``).
         cross_inject: Crossed prototype injection (official ``True``) or straight (``False``).
         neighbor_kernel: K of the neighbour averaging of patch features before prototype extraction (official:
-            3 when training on MVTec, 5 on VisA; at test the test dataset's K). Keep it equal to the SAGA head's.
+            3 when training on MVTec, 5 on VisA). Keep it equal to the SAGA head's.
+        test_neighbor_kernel: K at evaluation: ``None`` (default) keeps ``neighbor_kernel``; ``"by_dataset"`` takes
+            the official test K of each batch's dataset (3 for VisA, 5 for any other or an unknown dataset,
+            :mod:`zsad.prompts.cops.presets`), as the official test script does; a number fixes it.
         num_heads: Attention heads of the prototype extractor; ``None`` means D // 64 (12 at D = 768), at least 1.
         rec_loss: Compute the ``reconstruction`` term (official: on, except when training on VisA).
         rec_mode: ``"cross_batch_mse"`` (official) or ``"per_sample_l2"`` (corrected).
@@ -93,6 +97,7 @@ class CoPSPrompt(PromptSynthesizer):
         use_icts: bool = True,
         cross_inject: bool = True,
         neighbor_kernel: int = 3,
+        test_neighbor_kernel: int | str | None = None,
         num_heads: int | None = None,
         rec_loss: bool = True,
         rec_mode: ReconstructionMode = "cross_batch_mse",
@@ -123,6 +128,9 @@ class CoPSPrompt(PromptSynthesizer):
         self.deep_layers, self.deep_length, self.round_deep_to_fp16 = deep_layers, deep_length, round_deep_to_fp16
         self.use_ests, self.use_icts, self.cross_inject = use_ests, use_icts, cross_inject
         self.neighbor_kernel = check_kernel(neighbor_kernel)
+        if test_neighbor_kernel not in (None, BY_DATASET):
+            check_kernel(test_neighbor_kernel)  # type: ignore[arg-type]
+        self.test_neighbor_kernel = test_neighbor_kernel
         self.num_heads = num_heads
         self.rec_loss, self.rec_mode = rec_loss, rec_mode
         self.r_test, self.test_seed = r_test, test_seed
@@ -169,10 +177,24 @@ class CoPSPrompt(PromptSynthesizer):
             raise ConfigError(f"num_heads={heads} does not divide the feature width {dim}.")
         return heads
 
+    @property
+    def reads_dataset(self) -> bool:
+        """Whether K follows the batch's dataset: with ``test_neighbor_kernel: by_dataset``, at evaluation."""
+        return self.test_neighbor_kernel == BY_DATASET and not self.training
+
+    def active_kernel(self, dataset: str | None = None) -> int:
+        """K of the neighbour averaging in the current mode, for a batch of ``dataset`` (read with ``by_dataset``)."""
+        if self.training or self.test_neighbor_kernel is None:
+            return self.neighbor_kernel
+        if self.test_neighbor_kernel == BY_DATASET:
+            return int(official_preset(dataset)["neighbor_kernel"])
+        return int(self.test_neighbor_kernel)
+
     # ---------------------------------------------------------------- forward
     def forward(self, features: Features, text: TextEncoder) -> TextFeatures:
         """Per-image (normal, anomaly) embeddings ``[B, 2, D]`` (``[1, 2, D]`` with both modules ablated)."""
-        tokens = average_neighbor(features.dense_tokens[-1], features.grid, self.neighbor_kernel)
+        kernel = self.active_kernel(features.dataset if self.reads_dataset else None)
+        tokens = average_neighbor(features.dense_tokens[-1], features.grid, kernel)
         tokens = tokens.to(self.context.dtype)
         terms: dict[str, Tensor] = {}
         prototypes = state_offsets = class_offsets = None
