@@ -11,7 +11,7 @@ The asserted metric is held-out pixel AUROC, averaged over seeds 0-2. Image scor
 supervised probe reaches 0.52-0.55), and single seeds vary a lot with 40 optimisation steps and 4 held-out
 categories of 16 images (single-seed pixel gains ranged from -0.02 to +0.51). The margin comes from
 `benchmarks/synthetic_transfer.py` (5 epochs, seeds 0-2, this machine; table in benchmarks/README.md): mean
-pixel gains of +0.14 (static), +0.22 (cops), +0.21 (vip) and +0.25 (dapo), every ablation positive too. A margin
+pixel gains of +0.14 (static), +0.19 (cops), +0.21 (vip) and +0.24 (dapo), every ablation positive too. A margin
 of +0.08 is well under the smallest, so the test fails only when training stops transferring.
 """
 
