@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+
+from zsad.errors import CheckpointError
 
 
 def check_import_provenance(
@@ -25,3 +28,23 @@ def check_import_provenance(
 def import_provenance() -> Callable[..., None]:
     """:func:`check_import_provenance`, for the tests of this folder."""
     return check_import_provenance
+
+
+def check_foreign_files_refused(read: Callable[[Path], Any], folder: Path, key: str = "prompt_learner") -> None:
+    """An importer's ``read`` refuses a file without the official ``key``, bytes that are no checkpoint, and a
+    checkpoint that needs code to unpickle (one line each, nothing executed)."""
+    torch.save({"state_dict": {"ctx_pos": torch.zeros(1)}}, folder / "other.pth")
+    with pytest.raises(CheckpointError, match=rf"has no '{key}' state dict \(found \['state_dict'\]\)"):
+        read(folder / "other.pth")
+    (folder / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        read(folder / "garbage.pth")
+    torch.save({key: {"ctx_pos": torch.zeros(1)}, "hook": Path("/tmp")}, folder / "pickle.pth")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        read(folder / "pickle.pth")
+
+
+@pytest.fixture
+def foreign_files_refused() -> Callable[..., None]:
+    """:func:`check_foreign_files_refused`, for the tests of this folder."""
+    return check_foreign_files_refused

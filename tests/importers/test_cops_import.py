@@ -227,16 +227,8 @@ def test_rebuilt_buffers_are_checked_not_trusted(module):
         convert(state, module)
 
 
-def test_the_wrong_model_or_file_is_refused(tmp_path):
+def test_the_wrong_model_or_file_is_refused(tmp_path, foreign_files_refused):
     ablated = module_from_configs([PRESET[0], ROOT / "configs" / "ablation" / "cops_no_icts.yaml", TINY])
     with pytest.raises(CheckpointError, match=r"needs the cops prompt with ESTS, ICTS and deep prompts"):
         convert({}, ablated)
-    torch.save({"state_dict": {"ctx_pos": torch.zeros(1)}}, tmp_path / "other.pth")
-    with pytest.raises(CheckpointError, match=r"has no 'prompt_learner' state dict \(found \['state_dict'\]\)"):
-        read(tmp_path / "other.pth")
-    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
-        read(tmp_path / "garbage.pth")
-    torch.save({"prompt_learner": {"ctx_pos": torch.zeros(1)}, "hook": Path("/tmp")}, tmp_path / "pickle.pth")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
-        read(tmp_path / "pickle.pth")
+    foreign_files_refused(read, tmp_path)

@@ -33,6 +33,7 @@ from zsad.importers.base import (
     key_set_problems,
     load_official_file,
     register_format,
+    saved_state_dict,
     uncovered_parameters,
 )
 from zsad.module import ZSADModule
@@ -75,15 +76,10 @@ def read(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f"'{path}' holds a {type(document).__name__}, not the dictionary DAPO's train.py saves.")
     tensors: dict[str, Tensor] = {}
     for part, spellings in COMPONENTS.items():
-        state = next(
-            (document[key] for key in spellings if isinstance(document.get(key), Mapping) and document[key]), None
-        )
-        if state is None:
-            raise CheckpointError(
-                f"'{path}' has no '{part}' state dict (keys: {sorted(map(str, document))[:8]}). "
-                f"Give an epoch_<n>.pth written by DAPO's train.py."
-            )
-        tensors.update({f"{part}.{key}": value for key, value in state.items() if isinstance(value, Tensor)})
+        # the spelling the file uses; train.py's own when it has neither, for the message
+        saved_as = next((key for key in spellings if isinstance(document.get(key), Mapping) and document[key]), part)
+        state = saved_state_dict(document, path, saved_as, "DAPO's train.py")
+        tensors.update({f"{part}.{key}": value for key, value in state.items()})
     return tensors
 
 
