@@ -70,9 +70,7 @@ class PromptSynthesizer(Component, nn.Module, ABC):
     def reuse_key(self, features: Features) -> Hashable:
         """What else the prompts of a batch depend on: its names and size, its datasets (each when read)."""
         names = (features.class_names, features.batch_size) if self.reads_class_names else None
-        if not self.reads_dataset:
-            return names
-        return names, tuple(sorted(set(features.datasets or ())))
+        return (names, features.dataset) if self.reads_dataset else names
 
     @property
     def prompt_cache(self) -> PromptCache:
