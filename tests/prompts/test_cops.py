@@ -428,8 +428,10 @@ def test_test_kernel_follows_the_dataset_only_at_evaluation(backbone, features):
     assert make_prompt(backbone, test_neighbor_kernel=7).eval().active_kernel("visa") == 7
     assert make_prompt(backbone, neighbor_kernel=5).eval().active_kernel("visa") == 5  # null: the training K
     assert prompt.eval().reads_dataset and not prompt.train().reads_dataset
-    with pytest.raises(ConfigError, match="neighbor_kernel=4 must be an odd"):
+    with pytest.raises(ConfigError, match="test_neighbor_kernel=4 must be an odd"):
         CoPSPrompt(test_neighbor_kernel=4)
+    with pytest.raises(ConfigError, match=r"test_neighbor_kernel=by-dataset must be an odd .*, or by_dataset\."):
+        CoPSPrompt(test_neighbor_kernel="by-dataset")
 
 
 def test_bad_options_and_missing_terms(backbone):

@@ -21,10 +21,17 @@ from zsad.errors import ConfigError
 INIT_STD = 0.02
 
 
-def check_kernel(kernel: int) -> int:
-    """Validate a neighbour-averaging kernel size (odd and positive, so the grid keeps its size)."""
+def check_kernel(kernel: int, name: str = "neighbor_kernel", alternative: str = "") -> int:
+    """Validate a neighbour-averaging kernel size (odd and positive, so the grid keeps its size).
+
+    Args:
+        kernel: The size.
+        name: The option that gave it, for the message.
+        alternative: Another accepted value, named in the message (e.g. ``"by_dataset"``).
+    """
     if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-        raise ConfigError(f"neighbor_kernel={kernel} must be an odd positive integer (CoPS uses 3 or 5; 1 disables).")
+        other = f", or {alternative}" if alternative else ""
+        raise ConfigError(f"{name}={kernel} must be an odd positive integer (CoPS uses 3 or 5; 1 disables){other}.")
     return kernel
 
 

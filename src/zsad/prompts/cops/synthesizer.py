@@ -129,7 +129,7 @@ class CoPSPrompt(PromptSynthesizer):
         self.use_ests, self.use_icts, self.cross_inject = use_ests, use_icts, cross_inject
         self.neighbor_kernel = check_kernel(neighbor_kernel)
         if test_neighbor_kernel not in (None, BY_DATASET):
-            check_kernel(test_neighbor_kernel)  # type: ignore[arg-type]
+            check_kernel(test_neighbor_kernel, "test_neighbor_kernel", BY_DATASET)  # type: ignore[arg-type]
         self.test_neighbor_kernel = test_neighbor_kernel
         self.num_heads = num_heads
         self.rec_loss, self.rec_mode = rec_loss, rec_mode
