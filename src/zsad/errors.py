@@ -42,3 +42,15 @@ class WriteError(ZSADError, OSError):
 
 class NonFiniteScoreError(ZSADError, ValueError):
     """A model scored an image or a pixel NaN or infinite, so no metric is defined; the message names the image."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def short_reason(error: BaseException) -> str:
+    """``"ErrorType: first line of the message"`` of an exception, for one-line messages."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else '-'}"

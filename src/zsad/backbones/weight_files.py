@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
-from zsad.errors import ConfigError, WeightsUnavailableError
+from zsad.errors import ConfigError, WeightsUnavailableError, first_line, short_reason
 
 FROM_WEIGHTS = "from-weights"
 """``model_name`` value that builds the architecture from the ``pretrained`` weight file itself."""
@@ -169,7 +169,7 @@ def _read_torchscript(path: Path) -> dict[str, Tensor]:
             archive = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as error:
         raise unreadable(
-            path, f"a TorchScript archive that torch.jit.load cannot read ({_first_line(error)})"
+            path, f"a TorchScript archive that torch.jit.load cannot read ({first_line(error)})"
         ) from error
     # only the parameters and buffers are read; the archive's code never runs
     return dict(archive.state_dict())
@@ -179,7 +179,7 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_safetensors(str(path), device="cpu")
     except (SafetensorError, OSError) as error:
-        raise unreadable(path, f"a damaged safetensors file ({_first_line(error)})") from error
+        raise unreadable(path, f"a damaged safetensors file ({first_line(error)})") from error
 
 
 def _read_torch_save(path: Path) -> object:
@@ -195,7 +195,7 @@ def _read_torch_save(path: Path) -> object:
             path, f"a pickle of Python objects{what}, which the weights-only loader refuses to unpickle"
         ) from error
     except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise unreadable(path, f"a torch.save file that cannot be read ({_first_line(error)})") from error
+        raise unreadable(path, f"a torch.save file that cannot be read ({first_line(error)})") from error
 
 
 def _as_state_dict(path: Path, loaded: object) -> dict[str, Tensor]:
@@ -266,10 +266,6 @@ def _check_meta_against_weights(path: Path, meta: Mapping[str, int], state_dict:
             )
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def build_from_weights(weights: WeightFile, quick_gelu: bool) -> CLIP:
     """Build the CLIP a weight file describes and load the file into it (``model_name: from-weights``).
 
@@ -294,7 +290,7 @@ def build_from_weights(weights: WeightFile, quick_gelu: bool) -> CLIP:
     except (KeyError, RuntimeError, AssertionError) as error:
         raise ConfigError(
             f"model_name: {FROM_WEIGHTS} cannot build {weights.description} '{weights.path}' "
-            f"({type(error).__name__}: {_first_line(error)}); it reads CLIPs with OpenAI's/open_clip's CLIP key "
+            f"({short_reason(error)}); it reads CLIPs with OpenAI's/open_clip's CLIP key "
             f"layout. Set model_name to the file's open_clip architecture instead."
         ) from error
     # open_clip builds OpenAI models in float16, their files' precision; reloading in float32 keeps every bit

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from zsad import __version__
-from zsad.errors import CheckpointError
+from zsad.errors import CheckpointError, short_reason
 from zsad.workflow.atomic import atomic_write
 
 WEIGHT_SOURCE_KEYS = frozenset({"pretrained", "cache_dir", "force_quick_gelu", "max_windows_per_pass"})
@@ -75,12 +75,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     check_version(checkpoint["zsad"].get("version"), path)
     return checkpoint
-
-
-def short_reason(error: BaseException) -> str:
-    """``"ErrorType: first line of the message"`` of an exception, for one-line messages."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else '-'}"
 
 
 def write_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from zsad import __version__
-from zsad.checkpoints.files import file_sha256, short_reason, write_checkpoint
+from zsad.checkpoints.files import file_sha256, write_checkpoint
 from zsad.checkpoints.provenance import PROVENANCE_KEY, import_provenance
 from zsad.checkpoints.settings import parameter_mismatches
-from zsad.errors import CheckpointError, ConfigError
+from zsad.errors import CheckpointError, ConfigError, short_reason
 from zsad.module import ZSADModule
 from zsad.packaged_configs import PACKAGED_ROOT
 
