@@ -199,10 +199,12 @@ class RunOutputs:
 def class_names_record(by_dataset: dict[str, tuple[str, ...]]) -> dict[str, Any]:
     """The manifest's class names: one list when every dataset had the same, else a list per dataset too."""
     distinct = set(by_dataset.values())
-    record: dict[str, Any] = {"class_names": list(distinct.pop()) if len(distinct) == 1 else []}
-    if len(set(by_dataset.values())) > 1:
-        record["class_names_by_dataset"] = {name: list(words) for name, words in sorted(by_dataset.items())}
-    return record
+    if len(distinct) <= 1:
+        return {"class_names": list(next(iter(distinct), ()))}
+    return {
+        "class_names": [],
+        "class_names_by_dataset": {name: list(words) for name, words in sorted(by_dataset.items())},
+    }
 
 
 def map_stem(root: Path, batch: dict[str, Any], index: int, path: str) -> Path:
